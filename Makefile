@@ -1,0 +1,40 @@
+# storegate build. `make help` lists the targets.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+GOFLAGS  := -trimpath
+POLICY   ?=
+TESTFLAGS ?=
+
+.PHONY: all build run test test-deps bench lint fmt vet clean help
+
+all: build
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+build: ## build the host binary into bin/storegate
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS) -ldflags '$(LDFLAGS)' -o bin/storegate ./cmd/storegate
+
+run: build ## run the gateway in the foreground (POLICY=path, else the embedded default)
+	./bin/storegate run $(if $(POLICY),--policy $(POLICY))
+
+test-deps: ## install (as root) or name the tools the tests need
+	@build/test-deps.sh
+
+test: test-deps ## run all tests (installs curl, openssl, tinyproxy, ... when root)
+	$(GO) vet ./...
+	$(GO) test -count=1 $(TESTFLAGS) ./...
+
+bench: build ## tunnel throughput and CONNECT rate: storegate vs direct
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./gateway/...
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin build/out
+
+# Further targets (cross builds, firmware, benchmarks against peers) live in build/*.mk.
+-include build/*.mk
