@@ -1,6 +1,6 @@
 module github.com/storegate/storegate
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/creack/pty v1.1.24 // indirect
@@ -9,5 +9,6 @@ require (
 	github.com/tarm/serial v0.0.0-20180830185346-98f6abe2eb07 // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
