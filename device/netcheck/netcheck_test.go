@@ -414,4 +414,3 @@ func FuzzParseTarget(f *testing.F) {
 		}
 	})
 }
-
