@@ -1,0 +1,24 @@
+# Side-by-side benchmark: storegate against a direct connection, tinyproxy and
+# squid, all on loopback (build/bench). QUICK=1 for a short run (under 2
+# minutes), REPS=N to change the repetitions (default 3), BENCH_FLAGS for the
+# rest (`go run ./build/bench -h`). Results: a table on stdout and JSON lines
+# in build/out/bench-DATE.jsonl.
+BENCH_FLAGS ?=
+REPS        ?=
+QUICK       ?=
+
+.PHONY: bench-peers bench-deps
+
+bench-deps: ## install tinyproxy and squid for bench-peers (as root) and stop their services
+	@build/bench-deps.sh
+
+# A failed `make build` does not stop the run: the storegate columns are
+# skipped with the reason and the peers are still measured.
+bench-peers: bench-deps ## storegate vs direct, tinyproxy and squid side by side (QUICK=1, REPS=N)
+	@mkdir -p build/out
+	$(GO) build -o build/out/storegate-bench ./build/bench
+	@if $(MAKE) --no-print-directory build; then sg=bin/storegate; \
+	else echo "bench-peers: make build failed; storegate will be skipped" >&2; sg=""; fi; \
+	set -x; build/out/storegate-bench -storegate "$$sg" \
+		-out build/out/bench-$$(date -u +%Y%m%dT%H%M%SZ).jsonl \
+		$(if $(QUICK),-quick) $(if $(REPS),-reps $(REPS)) $(BENCH_FLAGS)

@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// bench runs measurements against subjects; it owns the upstream.
+type bench struct {
+	up       *upstream
+	procRoot string // normally /proc
+	opts     options
+	progress io.Writer
+	runID    string
+	now      func() time.Time
+}
+
+func (b *bench) bulkTarget() string    { return b.up.bulk.Addr().String() }
+func (b *bench) echoTarget() string    { return b.up.echo.Addr().String() }
+func (b *bench) tlsEchoTarget() string { return b.up.tlsEcho.Addr().String() }
+
+// cpuOf samples the subject's process tree; ok is false for direct or on error.
+func (b *bench) cpuOf(s *subject) (time.Duration, bool) {
+	if s.pid() == 0 {
+		return 0, false
+	}
+	ps, err := sampleTree(b.procRoot, s.pid())
+	if err != nil {
+		return 0, false
+	}
+	return ps.cpu, true
+}
+
+func (b *bench) m(rep int, s *subject, metric, unit string, v float64, errs int) measurement {
+	return measurement{
+		Run: b.runID, Time: b.now().UTC().Format(time.RFC3339), Rep: rep, Subject: s.name,
+		Metric: metric, Value: v, Unit: unit, Errors: errs, Stat: "sample",
+	}
+}
+
+// bulk moves bytes through n tunnels in one direction for the configured
+// time after a warm-up, counting at the receiving end, and reports the
+// throughput and the proxy's CPU seconds per GB (1e9 bytes).
+func (b *bench) bulk(ctx context.Context, s *subject, rep, n int, upload bool) []measurement {
+	dir := "down"
+	mode := byte(modeDownload)
+	if upload {
+		dir, mode = "up", modeUpload
+	}
+	var got atomic.Int64 // bytes the client read (download)
+	counter := func() int64 {
+		if upload {
+			return b.up.received.Load()
+		}
+		return got.Load()
+	}
+	var errs atomic.Int64
+	var mu sync.Mutex
+	conns := make([]net.Conn, 0, n)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range n {
+		c, _, err := dialTunnel(ctx, s.proxy, b.bulkTarget(), time.Now().Add(5*time.Second))
+		if err != nil {
+			errs.Add(1)
+			continue
+		}
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+		wg.Go(func() {
+			if _, err := c.Write([]byte{mode}); err != nil {
+				errs.Add(1)
+				return
+			}
+			buf := make([]byte, 256<<10)
+			for {
+				var k int
+				var err error
+				if upload {
+					k, err = c.Write(buf)
+				} else {
+					k, err = c.Read(buf)
+					got.Add(int64(k))
+				}
+				if err != nil {
+					select {
+					case <-stop:
+					default:
+						errs.Add(1)
+					}
+					return
+				}
+			}
+		})
+	}
+	sleepCtx(ctx, b.opts.warmup)
+	b0, c0, t0 := counter(), cpuNow(b, s), time.Now()
+	sleepCtx(ctx, b.opts.bulkTime)
+	b1, c1, t1 := counter(), cpuNow(b, s), time.Now()
+	close(stop)
+	mu.Lock()
+	for _, c := range conns {
+		c.Close()
+	}
+	mu.Unlock()
+	waitGroup(&wg, 5*time.Second)
+
+	bytes := float64(b1 - b0)
+	secs := t1.Sub(t0).Seconds()
+	name := fmt.Sprintf("bulk_%s_%d", dir, n)
+	out := []measurement{b.m(rep, s, name, "MB/s", bytes/secs/1e6, int(errs.Load()))}
+	if c0.ok && c1.ok && bytes > 0 {
+		out = append(out, b.m(rep, s, fmt.Sprintf("cpu_gb_%s_%d", dir, n), "s/GB",
+			(c1.cpu-c0.cpu).Seconds()/(bytes/1e9), 0))
+	}
+	return out
+}
+
+type cpuSample struct {
+	cpu time.Duration
+	ok  bool
+}
+
+func cpuNow(b *bench, s *subject) cpuSample {
+	c, ok := b.cpuOf(s)
+	return cpuSample{c, ok}
+}
+
+// rate runs the configured number of clients, each doing CONNECT, 200, one
+// small exchange (inside TLS 1.3 when tls is set) and close, for the
+// configured time, and reports round trips per second, CONNECT-to-200
+// percentiles and the proxy's CPU seconds per 1,000 round trips.
+func (b *bench) rate(ctx context.Context, s *subject, rep int, withTLS bool) []measurement {
+	target, name := b.echoTarget(), "rate_plain"
+	tlsConf := b.up.clientTLS
+	if withTLS {
+		target, name = b.tlsEchoTarget(), "rate_tls"
+	} else {
+		tlsConf = nil
+	}
+	if s.inspect {
+		name = "rate_tls" // the subject name tells inspection on from off
+	}
+	maxPerClient := b.opts.maxRoundTrips / b.opts.clients
+	c0 := cpuNow(b, s)
+	start := time.Now()
+	end := start.Add(b.opts.rateTime)
+	lats := make([][]time.Duration, b.opts.clients)
+	var errs atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for i := range b.opts.clients {
+		lats[i] = make([]time.Duration, 0, min(maxPerClient, 1<<16))
+		wg.Go(func() {
+			for k := 0; k < maxPerClient && time.Now().Before(end) && ctx.Err() == nil; k++ {
+				var lat time.Duration
+				err := roundTrip(ctx, s.proxy, target, tlsConf, time.Now().Add(5*time.Second), &lat)
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				lats[i] = append(lats[i], lat)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	c1 := cpuNow(b, s)
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	done := float64(len(all))
+	ne := int(errs.Load())
+	if fe, ok := firstErr.Load().(string); ok {
+		fmt.Fprintf(b.progress, "    %s %s: %d errors, first: %s\n", s.name, name, ne, fe)
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	out := []measurement{
+		b.m(rep, s, name, "conn/s", done/elapsed.Seconds(), ne),
+		b.m(rep, s, name+"_p50", "ms", ms(percentile(all, 50)), 0),
+		b.m(rep, s, name+"_p90", "ms", ms(percentile(all, 90)), 0),
+		b.m(rep, s, name+"_p99", "ms", ms(percentile(all, 99)), 0),
+		b.m(rep, s, name+"_errors", "count", float64(ne), 0),
+	}
+	if c0.ok && c1.ok && done > 0 {
+		out = append(out, b.m(rep, s, name+"_cpu_1k", "s/1000", (c1.cpu-c0.cpu).Seconds()/done*1000, 0))
+	}
+	return out
+}
+
+// idle measures the proxy's resident memory with no tunnels open.
+func (b *bench) idle(s *subject, rep int) []measurement {
+	if s.pid() == 0 {
+		return nil
+	}
+	ps, err := sampleTree(b.procRoot, s.pid())
+	if err != nil {
+		return nil
+	}
+	return []measurement{b.m(rep, s, "rss_idle", "MiB", float64(ps.rssKiB)/1024, 0)}
+}
+
+// tunnels opens idle tunnels to the echo server up to each level in turn,
+// and at each level reads the proxy's RSS: per-tunnel KiB is
+// (RSS_n - RSS_before)/n. It then checks a sample of the tunnels still echo.
+func (b *bench) tunnels(ctx context.Context, s *subject, rep int) []measurement {
+	if s.pid() == 0 {
+		return nil
+	}
+	before, err := sampleTree(b.procRoot, s.pid())
+	if err != nil {
+		return nil
+	}
+	var out []measurement
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		b.waitEchoConns(0, 10*time.Second)
+	}()
+	errs := 0
+	baseEcho := b.up.echoConns.Load()
+	for _, level := range b.opts.tunnels {
+		if level > b.opts.maxTunnels {
+			fmt.Fprintf(b.progress, "    %s: %d tunnels skipped: the file descriptor limit allows %d\n",
+				s.name, level, b.opts.maxTunnels)
+			continue
+		}
+		errs += b.open(ctx, s, level-len(conns), &conns)
+		b.waitEchoConns(baseEcho+int64(len(conns)), 10*time.Second)
+		ps, err := sampleTree(b.procRoot, s.pid())
+		if err != nil {
+			break
+		}
+		l := strconv.Itoa(level)
+		perKiB := math.NaN()
+		if len(conns) > 0 {
+			perKiB = float64(ps.rssKiB-before.rssKiB) / float64(len(conns))
+		}
+		dead := b.checkSample(ctx, conns, 50)
+		out = append(out,
+			b.m(rep, s, "rss_"+l, "MiB", float64(ps.rssKiB)/1024, errs),
+			b.m(rep, s, "tunnel_kib_"+l, "KiB", perKiB, errs),
+			b.m(rep, s, "tunnel_errors_"+l, "count", float64(errs+dead), 0),
+		)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return out
+}
+
+// open adds n tunnels to conns with bounded concurrency and time; it stops
+// early after many consecutive failures and returns how many it could not
+// open (including those it had no time left to try).
+func (b *bench) open(ctx context.Context, s *subject, n int, conns *[]net.Conn) int {
+	if n <= 0 {
+		return 0
+	}
+	const workers = 32
+	deadline := time.Now().Add(b.opts.openTime)
+	var next, streak atomic.Int64
+	added := 0
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) && time.Now().Before(deadline) && ctx.Err() == nil && streak.Load() < 200 {
+				c, _, err := dialTunnel(ctx, s.proxy, b.echoTarget(), time.Now().Add(10*time.Second))
+				if err != nil {
+					streak.Add(1)
+					continue
+				}
+				streak.Store(0)
+				mu.Lock()
+				*conns = append(*conns, c)
+				added++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return n - added
+}
+
+// waitEchoConns polls until the upstream holds want echo connections or the
+// time is up, so RSS is read once the proxy has dialled every upstream leg.
+func (b *bench) waitEchoConns(want int64, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for b.up.echoConns.Load() != want && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkSample sends one echo through up to k tunnels spread over conns and
+// returns how many failed.
+func (b *bench) checkSample(ctx context.Context, conns []net.Conn, k int) int {
+	if len(conns) == 0 {
+		return 0
+	}
+	step := max(1, len(conns)/k)
+	dead := 0
+	for i := 0; i < len(conns) && ctx.Err() == nil; i += step {
+		c := conns[i]
+		var msg, back [echoSize]byte
+		copy(msg[:], "idle tunnel liveness check.....")
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(msg[:]); err != nil {
+			dead++
+			continue
+		}
+		if _, err := io.ReadFull(c, back[:]); err != nil || back != msg {
+			dead++
+		}
+		_ = c.SetDeadline(time.Time{})
+	}
+	return dead
+}
+
+// sleepCtx waits d or until ctx ends; it times a measurement window, it does
+// not wait for a condition.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// waitGroup waits for wg at most limit.
+func waitGroup(wg *sync.WaitGroup, limit time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(limit):
+	}
+}

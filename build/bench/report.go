@@ -1,0 +1,195 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// measurement is one figure; each is written as one JSON line.
+type measurement struct {
+	Run     string  `json:"run"`
+	Time    string  `json:"time"`
+	Rep     int     `json:"rep"` // 0 for medians and one-off figures
+	Subject string  `json:"subject"`
+	Metric  string  `json:"metric"`
+	Value   float64 `json:"value"`
+	Unit    string  `json:"unit"`
+	Errors  int     `json:"errors,omitempty"`
+	Stat    string  `json:"stat"` // "sample" (one repetition) or "median"
+}
+
+// MarshalJSON writes NaN (a figure that could not be taken) as null.
+func (m measurement) MarshalJSON() ([]byte, error) {
+	type plain measurement
+	if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
+		return json.Marshal(struct {
+			plain
+			Value *float64 `json:"value"`
+		}{plain: plain(m)})
+	}
+	return json.Marshal(plain(m))
+}
+
+type key struct{ subject, metric string }
+
+// medians groups samples by subject and metric and takes the median of each.
+func medians(ms []measurement) map[key]measurement {
+	vals := map[key][]float64{}
+	first := map[key]measurement{}
+	errs := map[key][]float64{}
+	var order []key
+	for _, m := range ms {
+		k := key{m.Subject, m.Metric}
+		if _, ok := first[k]; !ok {
+			first[k] = m
+			order = append(order, k)
+		}
+		vals[k] = append(vals[k], m.Value)
+		errs[k] = append(errs[k], float64(m.Errors))
+	}
+	out := make(map[key]measurement, len(order))
+	for _, k := range order {
+		m := first[k]
+		m.Rep, m.Stat = 0, "median"
+		m.Value = median(vals[k])
+		m.Errors = int(median(errs[k]))
+		out[k] = m
+	}
+	return out
+}
+
+// row is one line of the table: a metric, which storegate variant fills the
+// storegate column, and whether higher or lower is better.
+type row struct {
+	label     string
+	metric    string
+	storegate string
+	higher    bool
+	count     bool // an error count: no ratios
+}
+
+// tableRows lists the table in order for the given idle-tunnel levels.
+func tableRows(levels []int) []row {
+	rs := []row{}
+	for _, n := range []int{1, 8} {
+		for _, d := range []string{"down", "up"} {
+			rs = append(rs, row{label: fmt.Sprintf("bulk %s, %d tunnel(s), MB/s", d, n), metric: fmt.Sprintf("bulk_%s_%d", d, n), storegate: subjStoregate, higher: true})
+		}
+	}
+	for _, n := range []int{1, 8} {
+		for _, d := range []string{"down", "up"} {
+			rs = append(rs, row{label: fmt.Sprintf("  proxy CPU s/GB, %s %d", d, n), metric: fmt.Sprintf("cpu_gb_%s_%d", d, n), storegate: subjStoregate})
+		}
+	}
+	rate := func(title, metric, sg string) {
+		rs = append(rs,
+			row{label: title + ", conn/s", metric: metric, storegate: sg, higher: true},
+			row{label: "  CONNECT-to-200 p50 ms", metric: metric + "_p50", storegate: sg},
+			row{label: "  CONNECT-to-200 p90 ms", metric: metric + "_p90", storegate: sg},
+			row{label: "  CONNECT-to-200 p99 ms", metric: metric + "_p99", storegate: sg},
+			row{label: "  proxy CPU s/1000 conns", metric: metric + "_cpu_1k", storegate: sg},
+			row{label: "  errors", metric: metric + "_errors", storegate: sg, count: true},
+		)
+	}
+	rate("CONNECT+echo, plain", "rate_plain", subjStoregate)
+	rate("CONNECT+TLS1.3+echo, inspect off", "rate_tls", subjStoregate)
+	rate("CONNECT+TLS1.3+echo, inspect on", "rate_tls", subjInspect)
+	rs = append(rs, row{label: "idle RSS MiB", metric: "rss_idle", storegate: subjStoregate})
+	for _, n := range levels {
+		l := strconv.Itoa(n)
+		rs = append(rs,
+			row{label: "RSS with " + l + " idle tunnels MiB", metric: "rss_" + l, storegate: subjStoregate},
+			row{label: "  KiB per tunnel @" + l, metric: "tunnel_kib_" + l, storegate: subjStoregate},
+			row{label: "  errors @" + l, metric: "tunnel_errors_" + l, storegate: subjStoregate, count: true},
+		)
+	}
+	rs = append(rs, row{label: "binary MiB (peers: executable only)", metric: "binary", storegate: subjStoregate})
+	return rs
+}
+
+// formatTable prints the medians with one column per subject and the
+// storegate ratios. Missing figures print as "-".
+func formatTable(w io.Writer, rows []row, med map[key]measurement) {
+	cols := []string{subjDirect, subjStoregate, subjTinyproxy, subjSquid}
+	get := func(subject, metric string) float64 {
+		if m, ok := med[key{subject, metric}]; ok {
+			return m.Value
+		}
+		return math.NaN()
+	}
+	labelW := len("metric")
+	for _, r := range rows {
+		labelW = max(labelW, len(r.label))
+	}
+	header := fmt.Sprintf("%-*s %10s %10s %10s %10s  %9s %9s %9s  %s", labelW, "metric",
+		"direct", "storegate", "tinyproxy", "squid", "sg/direct", "sg/tiny", "sg/squid", "better")
+	fmt.Fprintln(w, header)
+	fmt.Fprintln(w, strings.Repeat("-", len(header)))
+	for _, r := range rows {
+		vals := make([]float64, len(cols))
+		any := false
+		for i, c := range cols {
+			subj := c
+			if c == subjStoregate {
+				subj = r.storegate
+			}
+			vals[i] = get(subj, r.metric)
+			any = any || !math.IsNaN(vals[i])
+		}
+		if !any {
+			continue
+		}
+		better := "lower"
+		if r.higher {
+			better = "higher"
+		}
+		line := fmt.Sprintf("%-*s %10s %10s %10s %10s", labelW, r.label,
+			num(vals[0]), num(vals[1]), num(vals[2]), num(vals[3]))
+		if r.count {
+			fmt.Fprintln(w, line)
+			continue
+		}
+		fmt.Fprintf(w, "%s  %9s %9s %9s  %s\n", line,
+			ratioStr(ratio(vals[1], vals[0])), ratioStr(ratio(vals[1], vals[2])), ratioStr(ratio(vals[1], vals[3])), better)
+	}
+}
+
+// num prints a figure with about three significant digits.
+func num(v float64) string {
+	switch a := math.Abs(v); {
+	case math.IsNaN(v):
+		return "-"
+	case v == 0:
+		return "0"
+	case a >= 1000:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case a >= 100:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	case a >= 1:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	default:
+		return strconv.FormatFloat(v, 'g', 3, 64)
+	}
+}
+
+func ratioStr(r float64) string {
+	if math.IsNaN(r) || math.IsInf(r, 0) {
+		return "-"
+	}
+	return strconv.FormatFloat(r, 'f', 2, 64) + "x"
+}
+
+// writeJSONLines writes one object per line.
+func writeJSONLines(w io.Writer, ms []measurement) error {
+	enc := json.NewEncoder(w)
+	for _, m := range ms {
+		if err := enc.Encode(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Bulk protocol: the client's first byte picks the direction.
+const (
+	modeDownload = 'D' // the server writes until the client goes away
+	modeUpload   = 'U' // the server reads and counts until EOF
+)
+
+// echoSize is the size of the small request and response of a round trip.
+const echoSize = 32
+
+// upstream is the local destination every subject tunnels to: a bulk
+// source/sink, a plain echo server and a TLS 1.3 echo server, all on loopback.
+type upstream struct {
+	bulk, echo, tlsEcho net.Listener
+
+	received  atomic.Int64 // bytes the bulk sink has read
+	echoConns atomic.Int64 // open echo connections (plain and TLS)
+	clientTLS *tls.Config  // trusts the server's certificate; TLS 1.3 only, no resumption
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// startUpstream listens on three free loopback ports and serves until close.
+func startUpstream() (*upstream, error) {
+	serverTLS, clientTLS, err := selfSignedTLS(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	u := &upstream{conns: map[net.Conn]struct{}{}, clientTLS: clientTLS}
+	lns := make([]net.Listener, 0, 3)
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, err
+		}
+		lns = append(lns, ln)
+	}
+	u.bulk, u.echo, u.tlsEcho = lns[0], lns[1], tls.NewListener(lns[2], serverTLS)
+	u.serve(u.bulk, u.handleBulk)
+	u.serve(u.echo, u.handleEcho)
+	u.serve(u.tlsEcho, u.handleEcho)
+	return u, nil
+}
+
+// ports are the upstream ports a proxy must allow CONNECT to.
+func (u *upstream) ports() []int {
+	return []int{port(u.bulk.Addr()), port(u.echo.Addr()), port(u.tlsEcho.Addr())}
+}
+
+func port(a net.Addr) int { return a.(*net.TCPAddr).Port }
+
+func (u *upstream) serve(ln net.Listener, handle func(net.Conn)) {
+	u.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue // e.g. EMFILE: the client side counts the failure
+			}
+			if !u.track(c) {
+				c.Close()
+				return
+			}
+			u.wg.Go(func() {
+				defer u.untrack(c)
+				handle(c)
+			})
+		}
+	})
+}
+
+func (u *upstream) track(c net.Conn) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return false
+	}
+	u.conns[c] = struct{}{}
+	return true
+}
+
+func (u *upstream) untrack(c net.Conn) {
+	c.Close()
+	u.mu.Lock()
+	delete(u.conns, c)
+	u.mu.Unlock()
+}
+
+func (u *upstream) handleBulk(c net.Conn) {
+	var mode [1]byte
+	if _, err := io.ReadFull(c, mode[:]); err != nil {
+		return
+	}
+	buf := make([]byte, 256<<10)
+	switch mode[0] {
+	case modeDownload:
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	case modeUpload:
+		for {
+			n, err := c.Read(buf)
+			u.received.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+// handleEcho answers every echoSize bytes with the same bytes until the
+// client closes; an idle tunnel simply waits here.
+func (u *upstream) handleEcho(c net.Conn) {
+	u.echoConns.Add(1)
+	defer u.echoConns.Add(-1)
+	var buf [echoSize]byte
+	for {
+		if _, err := io.ReadFull(c, buf[:]); err != nil {
+			return
+		}
+		if _, err := c.Write(buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// close stops the listeners and every open connection, waiting at most wait.
+func (u *upstream) close(wait time.Duration) {
+	u.mu.Lock()
+	u.closed = true
+	for c := range u.conns {
+		c.Close()
+	}
+	u.mu.Unlock()
+	u.bulk.Close()
+	u.echo.Close()
+	u.tlsEcho.Close()
+	done := make(chan struct{})
+	go func() { u.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(wait):
+	}
+}
+
+// selfSignedTLS makes a throwaway ECDSA certificate for 127.0.0.1 and the
+// matching server and client configurations, both TLS 1.3 only. The client
+// keeps no session cache, so every handshake is a full one.
+func selfSignedTLS(now time.Time) (server, client *tls.Config, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(now.UnixNano()),
+		Subject:               pkix.Name{CommonName: "storegate bench upstream"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	server = &tls.Config{
+		Certificates:           []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}},
+		MinVersion:             tls.VersionTLS13,
+		SessionTicketsDisabled: true,
+	}
+	client = &tls.Config{
+		RootCAs:    pool,
+		ServerName: "127.0.0.1",
+		MinVersion: tls.VersionTLS13,
+		MaxVersion: tls.VersionTLS13,
+	}
+	return server, client, nil
+}
