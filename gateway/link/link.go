@@ -1,0 +1,264 @@
+// Package link tracks whether the gateway's uplink works, from the outcomes
+// of real dials and deliveries plus an optional light probe, and lets a
+// CONNECT wait out a short outage.
+package link
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/storegate/storegate/gateway/events"
+)
+
+// State is the uplink's state.
+type State int
+
+// States. Unknown lasts until the first observation.
+const (
+	Unknown State = iota
+	Up
+	Down
+)
+
+func (s State) String() string {
+	switch s {
+	case Up:
+		return "up"
+	case Down:
+		return "down"
+	default:
+		return "unknown"
+	}
+}
+
+// ErrDown is returned by Wait when the link stayed down for the hold time.
+var ErrDown = errors.New("uplink down")
+
+// Options configure a Tracker. Every nil field has the default its comment names.
+type Options struct {
+	// Events receives transition events (100 up, 403 down); nil drops them.
+	Events events.Emitter
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Probe checks the uplink, e.g. a TCP dial of the relay or of
+	// link.probe_host; nil means no probe (outcomes of real traffic only).
+	Probe func(ctx context.Context) error
+	// ProbeInterval is the time between probes while up; while down, probes
+	// run at a fifth of it (at least 1s). Zero means 30s.
+	ProbeInterval time.Duration
+	// Hold is how long Wait holds a caller during an outage. Zero means 5s;
+	// negative means do not hold.
+	Hold time.Duration
+	// FailuresToDown is how many failures in a row mark the link down, so
+	// one unreachable host does not. Zero means 3.
+	FailuresToDown int
+}
+
+// Tracker holds the uplink state. It is safe for concurrent use.
+type Tracker struct {
+	opts Options
+
+	mu          sync.Mutex
+	state       State
+	since       time.Time
+	failures    int
+	lastErr     string
+	transitions uint64
+	changed     chan struct{} // closed and replaced on every transition
+}
+
+// Status is a snapshot for /readyz details, the console and the status API.
+type Status struct {
+	State       string    `json:"state"`
+	Since       time.Time `json:"since"`
+	LastError   string    `json:"last_error,omitempty"`
+	Transitions uint64    `json:"transitions"`
+}
+
+// New returns a Tracker in state Unknown.
+func New(opts Options) *Tracker {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = 30 * time.Second
+	}
+	if opts.Hold == 0 {
+		opts.Hold = 5 * time.Second
+	}
+	if opts.FailuresToDown <= 0 {
+		opts.FailuresToDown = 3
+	}
+	return &Tracker{opts: opts, since: opts.Now(), changed: make(chan struct{})}
+}
+
+// Observe feeds the outcome of a dial, delivery or probe: nil for success
+// (any answer from the far side counts), an error for a network failure.
+// Cancellations are not evidence either way and are ignored.
+func (t *Tracker) Observe(err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err == nil {
+		t.failures = 0
+		if t.state != Up {
+			t.transition(Up, "")
+		}
+		return
+	}
+	t.failures++
+	t.lastErr = err.Error()
+	if t.state != Down && t.failures >= t.opts.FailuresToDown {
+		t.transition(Down, t.lastErr)
+	}
+}
+
+func (t *Tracker) transition(to State, reason string) {
+	now := t.opts.Now()
+	from, was := t.state, now.Sub(t.since)
+	t.state, t.since = to, now
+	t.transitions++
+	close(t.changed)
+	t.changed = make(chan struct{})
+	if t.opts.Events == nil {
+		return
+	}
+	switch {
+	case to == Down:
+		t.opts.Events.Emit(events.NetworkError, "uplink down", events.Str(events.KeyState, "down"),
+			events.Int("failures", int64(t.failures)), events.Str(events.KeyError, reason))
+	case from == Down:
+		t.opts.Events.Emit(events.Info, fmt.Sprintf("uplink up again after %s down", was.Round(time.Second)),
+			events.Str(events.KeyState, "up"), events.Int(events.KeyDurationMS, was.Milliseconds()))
+	default:
+		t.opts.Events.Emit(events.Info, "uplink up", events.Str(events.KeyState, "up"))
+	}
+}
+
+// State returns the current state.
+func (t *Tracker) State() State {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.state
+}
+
+// Status returns a snapshot.
+func (t *Tracker) Status() Status {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return Status{State: t.state.String(), Since: t.since, LastError: t.lastErr, Transitions: t.transitions}
+}
+
+// Changed returns a channel closed at the next transition.
+func (t *Tracker) Changed() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.changed
+}
+
+// Wait returns nil at once unless the link is down; then it holds the caller
+// until the link is up again (nil), the hold time passes (ErrDown), or ctx
+// ends (ctx's error). The CONNECT path calls it before dialling and answers
+// 503 with Retry-After on ErrDown.
+func (t *Tracker) Wait(ctx context.Context) error {
+	t.mu.Lock()
+	state, ch := t.state, t.changed
+	t.mu.Unlock()
+	if state != Down {
+		return nil
+	}
+	if t.opts.Hold < 0 {
+		return ErrDown
+	}
+	timer := time.NewTimer(t.opts.Hold)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ch:
+			t.mu.Lock()
+			state, ch = t.state, t.changed
+			t.mu.Unlock()
+			if state != Down {
+				return nil
+			}
+		case <-timer.C:
+			return ErrDown
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// RetryAfter is the Retry-After (seconds) to send with a 503 after ErrDown.
+func (t *Tracker) RetryAfter() int {
+	s := int(t.opts.Hold / time.Second)
+	return max(s, 1)
+}
+
+// Run probes the uplink until ctx ends; without a Probe it returns at once.
+// A failed probe counts as FailuresToDown failures, since a probe of a
+// known-good target failing is strong evidence.
+func (t *Tracker) Run(ctx context.Context) {
+	if t.opts.Probe == nil {
+		return
+	}
+	for {
+		pctx, cancel := context.WithTimeout(ctx, max(t.opts.ProbeInterval/3, time.Second))
+		err := t.opts.Probe(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			for range t.opts.FailuresToDown {
+				t.Observe(err)
+			}
+		} else {
+			t.Observe(nil)
+		}
+		wait := t.opts.ProbeInterval
+		if t.State() == Down {
+			wait = max(wait/5, time.Second)
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		}
+	}
+}
+
+// DialProbe returns a Probe that opens and closes a TCP connection to addr
+// (host:port) through dial, the gateway's own upstream dialer.
+func DialProbe(dial func(ctx context.Context, network, addr string) (net.Conn, error), addr string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		c, err := dial(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+}
+
+// WriteMetrics writes storegate_link_* in the Prometheus text format.
+func (t *Tracker) WriteMetrics(w io.Writer) error {
+	st := t.Status()
+	up := 0
+	if st.State == "up" {
+		up = 1
+	}
+	_, err := fmt.Fprintf(w, "# HELP storegate_link_up Whether the uplink works (1) or not (0; also before the first observation).\n"+
+		"# TYPE storegate_link_up gauge\nstoregate_link_up %d\n"+
+		"# HELP storegate_link_transitions_total Uplink state changes.\n"+
+		"# TYPE storegate_link_transitions_total counter\nstoregate_link_transitions_total %d\n", up, st.Transitions)
+	return err
+}
