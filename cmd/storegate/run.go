@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/storegate/storegate/gateway"
+	"github.com/storegate/storegate/gateway/events"
+	"github.com/storegate/storegate/gateway/policy"
+)
+
+// cmdRun runs the gateway in the foreground until SIGINT or SIGTERM.
+func cmdRun(ctx context.Context, args []string, s stdio) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(s.Err)
+	policyPath := fs.String("policy", "", "policy file (default: the embedded default policy)")
+	consoleDev := fs.String("console", "", "serial console device, overriding console.device")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log := events.NewLog(s.Err, events.Options{})
+	defer log.Close()
+
+	snap, err := loadPolicy(*policyPath)
+	if err != nil {
+		emitPolicyError(log, *policyPath, err)
+		return 1
+	}
+	srv := gateway.New(gateway.Config{Version: version, Events: log})
+	if err := srv.Apply(snap); err != nil {
+		log.Emit(events.BadConfig, "cannot start: "+err.Error(), events.Str(events.KeyPolicy, snap.Source))
+		return 1
+	}
+	addr := ""
+	if a := srv.Addr("proxy"); a != nil {
+		addr = a.String()
+	}
+	admin := ""
+	if a := srv.Addr("admin"); a != nil {
+		admin = a.String()
+	}
+	log.Emit(events.Started, "storegate started",
+		events.Str(events.KeyVersion, version),
+		events.Str(events.KeyListen, addr),
+		events.Str(events.KeyAdmin, admin),
+		events.Str(events.KeyPolicy, snap.Source),
+		events.Str(events.KeyHash, snap.Hash))
+
+	dev := snap.File.Console.Device
+	if *consoleDev != "" {
+		dev = *consoleDev
+	}
+	_ = dev // the serial console is started here once device/console lands
+
+	<-ctx.Done()
+	grace := srv.Policy().File.Limits.ShutdownGrace.D()
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	start := time.Now()
+	cut := srv.Shutdown(sctx)
+	cancel()
+	log.Emit(events.Stopped, "storegate stopped",
+		events.Int("tunnels_cut", int64(cut)),
+		events.Int(events.KeyDurationMS, time.Since(start).Milliseconds()))
+	return 0
+}
+
+func loadPolicy(path string) (*policy.Snapshot, error) {
+	if path == "" {
+		return policy.Default(time.Now()), nil
+	}
+	return policy.Load(path, time.Now())
+}
+
+// emitPolicyError writes event 401 for a refused policy, naming file, line and key.
+func emitPolicyError(log events.Emitter, path string, err error) {
+	var es policy.Errors
+	var pe *policy.Error
+	switch {
+	case errors.As(err, &es) && len(es) > 0:
+		for _, e := range es {
+			log.Emit(events.BadConfig, e.Error(),
+				events.Str(events.KeyFile, e.File), events.Int(events.KeyLine, int64(e.Line)), events.Str(events.KeyKey, e.Key))
+		}
+	case errors.As(err, &pe):
+		log.Emit(events.BadConfig, pe.Error(),
+			events.Str(events.KeyFile, pe.File), events.Int(events.KeyLine, int64(pe.Line)), events.Str(events.KeyKey, pe.Key))
+	default:
+		log.Emit(events.BadConfig, err.Error(), events.Str(events.KeyFile, path))
+	}
+}
+
+// cmdPolicy: policy check PATH | policy default | policy presets.
+func cmdPolicy(_ context.Context, args []string, s stdio) int {
+	if len(args) == 0 {
+		fmt.Fprintln(s.Err, "usage: storegate policy check PATH | policy default | policy presets")
+		return 2
+	}
+	switch args[0] {
+	case "default":
+		_, _ = s.Out.Write(policy.DefaultYAML())
+		return 0
+	case "presets":
+		for _, p := range policy.Presets() {
+			fmt.Fprintf(s.Out, "%s\t%s\n", p.Name, p.About)
+			for _, h := range p.Hosts {
+				fmt.Fprintf(s.Out, "  %s\n", h)
+			}
+		}
+		return 0
+	case "check":
+		if len(args) != 2 {
+			fmt.Fprintln(s.Err, "usage: storegate policy check PATH")
+			return 2
+		}
+		snap, err := policy.Load(args[1], time.Now())
+		if err != nil {
+			fmt.Fprintln(s.Err, err)
+			return 1
+		}
+		fmt.Fprintf(s.Out, "%s: ok (sha256:%s)\n", args[1], snap.Hash)
+		return 0
+	}
+	fmt.Fprintf(s.Err, "storegate policy: unknown subcommand %q\n", args[0])
+	return 2
+}
+

@@ -1,0 +1,334 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/storegate/storegate/gateway/events"
+	"github.com/storegate/storegate/gateway/policy"
+)
+
+// clientConn is one accepted connection, tracked from accept to close so that
+// shutdown (and a policy with reload.established: close) can reach it after
+// it has become a tunnel.
+type clientConn struct {
+	c      net.Conn
+	client netip.AddrPort
+
+	mu     sync.Mutex
+	up     net.Conn
+	host   string
+	port   int
+	closed bool
+}
+
+func (cc *clientConn) setTunnel(up net.Conn, host string, port int) bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.up, cc.host, cc.port = up, host, port
+	return !cc.closed
+}
+
+func (cc *clientConn) target() (string, int) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.up == nil {
+		return "", 0
+	}
+	return cc.host, cc.port
+}
+
+func (cc *clientConn) closeBoth() {
+	cc.mu.Lock()
+	cc.closed = true
+	up := cc.up
+	cc.mu.Unlock()
+	_ = cc.c.Close()
+	if up != nil {
+		_ = up.Close()
+	}
+}
+
+// headBufs holds request-head buffers. A buffer is used only while a head is
+// read and returned before the tunnel starts, so an open tunnel holds none.
+var headBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// track registers a new connection, enforcing the connection limits.
+func (s *Server) track(cc *clientConn, snap *policy.Snapshot) error {
+	lim := snap.File.Limits
+	a := cc.client.Addr()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return errDraining
+	}
+	if len(s.conns) >= lim.MaxConnections {
+		return errTooManyTotal
+	}
+	if s.clients[a] >= lim.MaxConnectionsClient {
+		return errTooManyClient
+	}
+	s.conns[cc] = struct{}{}
+	s.clients[a]++
+	s.stats.active.Add(1)
+	return nil
+}
+
+func (s *Server) untrack(cc *clientConn) {
+	a := cc.client.Addr()
+	s.mu.Lock()
+	if _, ok := s.conns[cc]; ok {
+		delete(s.conns, cc)
+		if s.clients[a]--; s.clients[a] <= 0 {
+			delete(s.clients, a)
+		}
+		s.stats.active.Add(-1)
+	}
+	s.mu.Unlock()
+}
+
+// handle serves one accepted connection.
+func (s *Server) handle(c net.Conn, viaTLS bool) {
+	snap := s.policy.Load()
+	cc := &clientConn{c: c, client: addrPortOf(c.RemoteAddr())}
+	if err := s.track(cc, snap); err != nil {
+		// Refused before reading anything: answer and close.
+		s.refuse(cc, snap, nil, "", err)
+		_ = c.Close()
+		return
+	}
+	defer s.untrack(cc)
+
+	lim := snap.File.Limits
+	_ = c.SetReadDeadline(s.cfg.Now().Add(lim.HeaderTimeout.D()))
+
+	var clientSubject string
+	if viaTLS {
+		tc, err := s.tlsHandshake(cc, snap)
+		if err != nil {
+			_ = c.Close()
+			return
+		}
+		clientSubject = tc
+	}
+
+	bp := headBufs.Get().(*[]byte)
+	buf, n, err := readHead(cc.c, (*bp)[:0], int(lim.MaxHeaderBytes))
+	if err != nil {
+		*bp = buf[:0]
+		headBufs.Put(bp)
+		if !errors.Is(err, io.EOF) || n > 0 {
+			s.refuse(cc, snap, nil, "", err)
+		}
+		_ = cc.c.Close()
+		return
+	}
+	var h requestHead
+	if err := parseHead(buf[:n], lim.MaxHeaders, &h); err != nil {
+		s.refuse(cc, snap, nil, "", err)
+		*bp = buf[:0]
+		headBufs.Put(bp)
+		_ = cc.c.Close()
+		return
+	}
+	if string(h.method) != "CONNECT" {
+		s.handleOther(cc, snap, &h, buf, n, bp)
+		return
+	}
+	hostb, port, err := parseAuthority(h.target)
+	target := string(h.target) // one allocation, kept for events
+	var early []byte
+	if n < len(buf) {
+		early = append([]byte(nil), buf[n:]...) // bytes sent before the 200
+	}
+	*bp = buf[:0]
+	headBufs.Put(bp)
+	if err != nil {
+		s.refuse(cc, snap, nil, target, err)
+		_ = cc.c.Close()
+		return
+	}
+	host, err := canonicalHost(hostb)
+	if err != nil {
+		s.refuse(cc, snap, nil, target, errBadAuthority)
+		_ = cc.c.Close()
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	s.connect(cc, snap, host, port, target, early, clientSubject)
+}
+
+// readHead reads until the end of the request head. It returns the buffer
+// (grown as needed up to max), the head's length, and an error.
+func readHead(c net.Conn, buf []byte, limit int) ([]byte, int, error) {
+	for {
+		if len(buf) == cap(buf) {
+			if cap(buf) >= limit {
+				return buf, 0, errHeadTooLarge
+			}
+			nb := make([]byte, len(buf), min(limit, 2*cap(buf)))
+			copy(nb, buf)
+			buf = nb
+		}
+		m, err := c.Read(buf[len(buf):cap(buf)])
+		start := max(0, len(buf)-3)
+		buf = buf[:len(buf)+m]
+		if m > 0 {
+			if end := headEnd(buf[start:]); end >= 0 {
+				return buf, start + end, nil
+			}
+			if len(buf) >= limit {
+				return buf, 0, errHeadTooLarge
+			}
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return buf, len(buf), errHeaderTimeout
+			}
+			if len(buf) > 0 && errors.Is(err, io.EOF) {
+				return buf, len(buf), errTruncatedHead
+			}
+			return buf, len(buf), err
+		}
+	}
+}
+
+func canonicalHost(b []byte) (string, error) {
+	if a, err := netip.ParseAddr(string(b)); err == nil {
+		if a.Zone() != "" {
+			return "", errBadAuthority
+		}
+		return a.Unmap().String(), nil
+	}
+	return policy.NormalizeHost(string(b))
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap = ta.AddrPort()
+	} else {
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// connect decides, dials and runs one tunnel.
+func (s *Server) connect(cc *clientConn, snap *policy.Snapshot, host string, port int, target string, early []byte, clientSubject string) {
+	start := s.cfg.Now()
+	origin, literal, err := snap.CheckTarget(host, port)
+	if err != nil {
+		s.refuse(cc, snap, err, target, err)
+		_ = cc.c.Close()
+		return
+	}
+	lim := snap.File.Limits
+	ctx, cancel := context.WithTimeout(context.Background(), lim.DialTimeout.D()+snap.File.Link.Hold.D())
+	up, via, err := s.dialTarget(ctx, snap, host, port, literal)
+	cancel()
+	if err != nil {
+		s.refuse(cc, snap, nil, target, err)
+		_ = cc.c.Close()
+		return
+	}
+	if !cc.setTunnel(up, host, port) {
+		_ = up.Close()
+		_ = cc.c.Close()
+		return
+	}
+	s.stats.tunnels.Add(1)
+	if _, err := io.WriteString(cc.c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		cc.closeBoth()
+		return
+	}
+	if len(early) > 0 {
+		if _, err := up.Write(early); err != nil {
+			cc.closeBoth()
+			return
+		}
+	}
+	info := TunnelInfo{Client: cc.client, Host: host, Port: port, Policy: snap, ClientCN: clientSubject}
+	if s.cfg.Inspect != nil && policy.On(snap.File.TLS.Inspect, true) {
+		ictx, icancel := context.WithTimeout(context.Background(), snap.File.TLS.HandshakeTimeout.D())
+		err := s.cfg.Inspect(ictx, &info, cc.c, up)
+		icancel()
+		if err != nil {
+			s.stats.rejections.Add(1)
+			cc.closeBoth()
+			return
+		}
+	}
+	upB, downB := s.pipe(cc, up, len(early))
+	if policy.On(snap.File.Events.Tunnels, true) {
+		s.emit.Emit(events.ConnectReceived, "tunnel closed",
+			events.Str(events.KeyClient, cc.client.String()),
+			events.Str(events.KeyTarget, target),
+			events.Str(events.KeyDecision, "allowed"),
+			events.Str("origin", origin),
+			events.Str("via", via),
+			events.Int(events.KeyBytesUp, upB),
+			events.Int(events.KeyBytesDown, downB),
+			events.Int(events.KeyDurationMS, s.cfg.Now().Sub(start).Milliseconds()))
+	}
+}
+
+// tlsHandshake completes the TLS listener's handshake and checks the client
+// certificate's subject against allowed_client_certificates.
+func (s *Server) tlsHandshake(cc *clientConn, snap *policy.Snapshot) (string, error) {
+	cfg := s.tlsCfg.Load()
+	if cfg == nil {
+		return "", errors.New("no TLS configuration")
+	}
+	tc := tls.Server(cc.c, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), snap.File.Limits.HeaderTimeout.D())
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		s.stats.rejections.Add(1)
+		s.countRefusal("tls handshake")
+		s.emit.Emit(events.NotAllowed, "TLS listener handshake failed",
+			events.Str(events.KeyClient, cc.client.String()), events.Str(events.KeyError, err.Error()))
+		return "", err
+	}
+	subject := ""
+	if st := tc.ConnectionState(); len(st.PeerCertificates) > 0 {
+		subject = st.PeerCertificates[0].Subject.String()
+		if list := snap.File.AllowedClientCertificates; len(list) > 0 && !SubjectAllowed(st.PeerCertificates[0].Subject.String(), st.PeerCertificates[0].Subject.CommonName, list) {
+			s.stats.rejections.Add(1)
+			s.countRefusal("client certificate")
+			s.emit.Emit(events.NotAllowed, "client certificate not allowed",
+				events.Str(events.KeyClient, cc.client.String()), events.Str(events.KeySubject, subject))
+			_, _ = io.WriteString(tc, "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 31\r\n\r\nclient certificate not allowed\n")
+			return "", errors.New("client certificate not allowed")
+		}
+	}
+	cc.c = tc
+	return subject, nil
+}
+
+// SubjectAllowed compares a certificate subject against the allowed list.
+// An entry matches when it equals the RFC 4514 form of the subject
+// (crypto/x509's Name.String, e.g. "CN=pos-0001,O=Contoso"), the same
+// attributes in the reverse order, or, for an entry of the form "CN=name" or a
+// bare "name", the common name alone. Comparison ignores case and spaces
+// around separators.
+func SubjectAllowed(dn, cn string, allowed []string) bool {
+	norm := normDN(dn)
+	rev := reverseDN(norm)
+	for _, a := range allowed {
+		na := normDN(a)
+		if na == norm || na == rev {
+			return true
+		}
+		if cn != "" && (equalFoldStr(na, "cn="+cn) || equalFoldStr(a, cn)) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,287 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/storegate/storegate/gateway/policy"
+)
+
+// relayTLSState is the client side of an https:// relay (a regional storegate).
+type relayTLSState struct {
+	cfg *tls.Config
+}
+
+func loadRelayTLS(snap *policy.Snapshot) (*relayTLSState, error) {
+	r := snap.File.RelayProxy
+	if r.Address == "" {
+		return nil, nil
+	}
+	u, _ := url.Parse(r.Address)
+	if u.Scheme != "https" {
+		return nil, nil
+	}
+	cfg := &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	if r.CAFile != "" {
+		pool, err := loadPool(r.CAFile, "relay_proxy.ca_file")
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = pool
+	}
+	if r.ClientCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(r.ClientCertFile, r.ClientKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("relay_proxy.client_cert_file: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return &relayTLSState{cfg: cfg}, nil
+}
+
+// DialUpstream opens a connection to host:port the way a tunnel would: the
+// policy decides first, then the checked address is dialled directly or the
+// relay is asked for it. The spool's delivery and the console's check use it.
+func (s *Server) DialUpstream(ctx context.Context, host string, port int) (net.Conn, error) {
+	snap := s.policy.Load()
+	h, err := canonicalHost([]byte(host))
+	if err != nil {
+		return nil, fmt.Errorf("%q: %v", host, err)
+	}
+	_, literal, err := snap.CheckTarget(h, port)
+	if err != nil {
+		return nil, err
+	}
+	c, _, err := s.dialTarget(ctx, snap, h, port, literal)
+	return c, err
+}
+
+// CheckTarget applies the policy (names, ports, and the address checks of
+// literal IPs) without dialling; the spool uses it for submissions.
+func (s *Server) CheckTarget(host string, port int) error {
+	h, err := canonicalHost([]byte(host))
+	if err != nil {
+		return fmt.Errorf("%q: %v", host, err)
+	}
+	_, _, err = s.policy.Load().CheckTarget(h, port)
+	return err
+}
+
+// dialTarget reaches host:port. via names the path for events ("direct" or
+// the relay's host:port; never credentials).
+func (s *Server) dialTarget(ctx context.Context, snap *policy.Snapshot, host string, port int, literal bool) (net.Conn, string, error) {
+	if s.cfg.Link != nil {
+		if err := s.cfg.Link.Wait(ctx); err != nil {
+			return nil, "", errLinkDown
+		}
+	}
+	if snap.File.RelayProxy.Address != "" {
+		c, via, err := s.dialRelay(ctx, snap, host, port)
+		s.observe(err)
+		return c, via, err
+	}
+	c, err := s.dialDirect(ctx, snap, host, port, literal)
+	s.observe(err)
+	return c, "direct", err
+}
+
+func (s *Server) observe(err error) {
+	if s.cfg.Link == nil {
+		return
+	}
+	var ref *policy.Refusal
+	if errors.As(err, &ref) {
+		return // a policy decision says nothing about the link
+	}
+	s.cfg.Link.Observe(err)
+}
+
+// dialDirect resolves once, checks every address, and dials exactly the
+// checked addresses, in order, until one answers.
+func (s *Server) dialDirect(ctx context.Context, snap *policy.Snapshot, host string, port int, literal bool) (net.Conn, error) {
+	var addrs []netip.Addr
+	if a, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{a}
+	} else {
+		addrs, err = s.cfg.Resolver.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			var dnsErr *net.DNSError
+			if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+				return nil, &upstreamError{status: 502, what: "host not found", err: err}
+			}
+			return nil, dialFailure(err)
+		}
+		if len(addrs) == 0 {
+			return nil, &upstreamError{status: 502, what: "host not found", err: errors.New("no addresses")}
+		}
+	}
+	for _, a := range addrs {
+		ap := netip.AddrPortFrom(a.Unmap(), uint16(port))
+		if s.isSelf(ap) {
+			return nil, &policy.Refusal{Reason: policy.ReasonSelf, Detail: ap.String()}
+		}
+		if literal {
+			continue // the entry names this very address
+		}
+		if err := snap.CheckAddr(a); err != nil {
+			return nil, err
+		}
+	}
+	timeout := snap.File.Limits.DialTimeout.D()
+	var last error
+	for i, a := range addrs {
+		// Split what is left of the timeout over the remaining addresses.
+		dctx, cancel := context.WithTimeout(ctx, timeout/time.Duration(len(addrs)-i))
+		c, err := s.cfg.Dialer.DialContext(dctx, "tcp", netip.AddrPortFrom(a.Unmap(), uint16(port)).String())
+		cancel()
+		if err == nil {
+			setNoDelay(c)
+			return c, nil
+		}
+		last = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, dialFailure(last)
+}
+
+func setNoDelay(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+}
+
+// relayError is the relay's refusal; it names the relay's status only.
+type relayError struct {
+	status string
+}
+
+func (e *relayError) Error() string { return "relay answered " + e.status }
+
+// dialRelay asks the relay proxy to CONNECT to host:port.
+func (s *Server) dialRelay(ctx context.Context, snap *policy.Snapshot, host string, port int) (net.Conn, string, error) {
+	r := snap.File.RelayProxy
+	u, err := url.Parse(r.Address)
+	if err != nil {
+		return nil, "", dialFailure(errors.New("relay address is invalid"))
+	}
+	via := u.Host
+	dctx, cancel := context.WithTimeout(ctx, snap.File.Limits.DialTimeout.D())
+	defer cancel()
+	raw, err := s.cfg.Dialer.DialContext(dctx, "tcp", u.Host)
+	if err != nil {
+		e := dialFailure(err)
+		e.what = "relay unreachable"
+		return nil, via, e
+	}
+	setNoDelay(raw)
+	c := raw
+	if u.Scheme == "https" {
+		st := s.relayTLS.Load()
+		if st == nil {
+			raw.Close()
+			return nil, via, dialFailure(errors.New("relay TLS is not configured"))
+		}
+		tc := tls.Client(raw, st.cfg)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			raw.Close()
+			var ce *tls.CertificateVerificationError
+			what := "relay TLS handshake failed"
+			if errors.As(err, &ce) {
+				what = "relay certificate not trusted"
+			}
+			return nil, via, &upstreamError{status: 502, what: what, err: err}
+		}
+		c = tc
+	}
+	if dl, ok := dctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	authority := net.JoinHostPort(host, strconv.Itoa(port))
+	req := "CONNECT " + authority + " HTTP/1.1\r\nHost: " + authority + "\r\n"
+	if r.Username != "" {
+		cred := base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + snap.RelayPassword()))
+		req += "Proxy-Authorization: Basic " + cred + "\r\n"
+	}
+	req += "\r\n"
+	if _, err := c.Write([]byte(req)); err != nil {
+		c.Close()
+		return nil, via, dialFailure(err)
+	}
+	// Read the relay's answer byte-exactly: a bufio.Reader could swallow the
+	// first bytes of the tunnel, so read through a reader we then check is empty.
+	br := bufio.NewReaderSize(c, 1024)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		c.Close()
+		return nil, via, dialFailure(fmt.Errorf("relay: %v", err))
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		c.Close()
+		return nil, via, &upstreamError{status: 502, what: "relay refused", err: &relayError{status: resp.Status}}
+	}
+	_ = c.SetDeadline(time.Time{})
+	if br.Buffered() > 0 {
+		return &prefixConn{Conn: c, r: br}, via, nil
+	}
+	return c, via, nil
+}
+
+// prefixConn is a connection with bytes already read into a buffer.
+type prefixConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if p.r != nil {
+		if p.r.Buffered() > 0 {
+			return p.r.Read(b)
+		}
+		p.r = nil
+	}
+	return p.Conn.Read(b)
+}
+
+// CloseWrite half-closes the underlying connection when it supports it.
+func (p *prefixConn) CloseWrite() error { return closeWrite(p.Conn) }
+
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// SystemRoots returns the system roots plus the policy's tls.ca_file, for
+// connections the gateway makes itself (spool delivery, console check).
+func SystemRoots(snap *policy.Snapshot) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if f := snap.File.TLS.CAFile; f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %v", unwrapPathErrGw(err))
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", f)
+		}
+	}
+	return pool, nil
+}

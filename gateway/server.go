@@ -1,0 +1,137 @@
+// Package gateway is storegate's proxy server: it accepts connections, reads
+// the CONNECT request, decides it against the policy snapshot in force, dials
+// the checked address (directly or through a relay) and copies bytes both ways.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/storegate/storegate/gateway/events"
+	"github.com/storegate/storegate/gateway/policy"
+)
+
+// Resolver looks up the addresses of a host name. *net.Resolver satisfies it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// Dialer opens TCP connections. *net.Dialer satisfies it.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Link is the uplink state the CONNECT path consults (package gateway/link).
+// Wait returns nil at once while the link is up, and during an outage waits
+// until the link returns or ctx ends.
+type Link interface {
+	Wait(ctx context.Context) error
+	Observe(err error)
+}
+
+// Inspector reads the TLS handshake inside a new tunnel before the plain copy
+// starts (package gateway/tlspeek). It forwards every byte it reads. A non-nil
+// error closes the tunnel; the Inspector has emitted its own event.
+type Inspector func(ctx context.Context, t *TunnelInfo, client, upstream net.Conn) error
+
+// TunnelInfo describes a tunnel to hooks and in events.
+type TunnelInfo struct {
+	Client   netip.AddrPort
+	Host     string // canonical host of the CONNECT
+	Port     int
+	Policy   *policy.Snapshot
+	ClientCN string // subject of the client certificate on the TLS listener, if any
+}
+
+// Config is what a Server is built from. Nil fields have the defaults noted.
+type Config struct {
+	Version  string
+	Events   events.Emitter   // nil: events are discarded
+	Resolver Resolver         // nil: net.DefaultResolver
+	Dialer   Dialer           // nil: a net.Dialer with keep-alive
+	Now      func() time.Time // nil: time.Now
+	Link     Link             // nil: the link is always up
+	Inspect  Inspector        // nil: no TLS inspection
+	// Spool serves /spool/v1/ on the proxy listener; nil answers 404 there.
+	Spool http.Handler
+	// SpoolMetrics writes the spool's and link's series into /metrics.
+	SpoolMetrics func(w io.Writer)
+	// SpoolStatus reports spool depth and link state for /status.
+	SpoolStatus func() (depth int64, link string)
+}
+
+// Server is the gateway. Create it with New, give it a policy with SetPolicy,
+// then Start it; Shutdown drains it.
+type Server struct {
+	cfg     Config
+	emit    events.Emitter
+	started time.Time
+
+	policy atomic.Pointer[policy.Snapshot]
+	stats  stats
+
+	mu        sync.Mutex
+	listeners map[string]*listener // by role: proxy, tls, admin
+	conns     map[*clientConn]struct{}
+	clients   map[netip.Addr]int
+	draining  bool
+	reload    reloadState
+	idleDone  chan struct{}
+	spoolSrv  *http.Server
+	spoolL    *chanListener
+	wg        sync.WaitGroup
+	tlsCfg    atomic.Pointer[tls.Config]
+	relayTLS  atomic.Pointer[relayTLSState]
+	self      atomic.Pointer[selfSet]
+}
+
+type reloadState struct {
+	errors      uint64
+	lastErr     string
+	lastErrAt   time.Time
+	lastSuccess time.Time
+	diskHash    string
+}
+
+type nopEmitter struct{}
+
+func (nopEmitter) Emit(events.ID, string, ...events.Field) {}
+
+// New builds a Server from cfg.
+func New(cfg Config) *Server {
+	if cfg.Events == nil {
+		cfg.Events = nopEmitter{}
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
+	}
+	if cfg.Dialer == nil {
+		cfg.Dialer = &net.Dialer{KeepAlive: 30 * time.Second}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Server{
+		cfg:       cfg,
+		emit:      cfg.Events,
+		started:   cfg.Now(),
+		listeners: map[string]*listener{},
+		conns:     map[*clientConn]struct{}{},
+		clients:   map[netip.Addr]int{},
+		stats:     stats{refusals: map[string]uint64{}},
+	}
+}
+
+// Policy returns the snapshot in force.
+func (s *Server) Policy() *policy.Snapshot { return s.policy.Load() }
+
+// ErrDraining is returned by operations refused during shutdown.
+var ErrDraining = errors.New("gateway is shutting down")
