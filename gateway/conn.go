@@ -177,11 +177,14 @@ func readHead(c net.Conn, buf []byte, limit int) ([]byte, int, error) {
 			copy(nb, buf)
 			buf = nb
 		}
-		m, err := c.Read(buf[len(buf):cap(buf)])
+		m, err := c.Read(buf[len(buf):min(cap(buf), limit)])
 		start := max(0, len(buf)-3)
 		buf = buf[:len(buf)+m]
 		if m > 0 {
 			if end := headEnd(buf[start:]); end >= 0 {
+				if start+end > limit {
+					return buf, 0, errHeadTooLarge
+				}
 				return buf, start + end, nil
 			}
 			if len(buf) >= limit {

@@ -69,7 +69,7 @@ func (s *Server) Apply(snap *policy.Snapshot) error {
 	}
 	opened := map[string]*listener{}
 	for role, addr := range want {
-		if old := s.listeners[role]; old != nil && old.addr == addr {
+		if old := s.listeners[role]; old != nil && (old.addr == addr || old.ln.Addr().String() == addr) {
 			continue
 		}
 		ln, err := net.Listen(listenNetwork(addr), addr)
