@@ -3,6 +3,8 @@ package tlspeek
 import (
 	"bytes"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 )
 
 // Extension numbers (IANA TLS ExtensionType registry).
@@ -239,8 +241,15 @@ func parseCertificate(body []byte) (*ClientCert, bool) {
 	if err != nil {
 		return nil, false
 	}
+	// The raw RDN sequence keeps multi-valued RDNs ("CN=a+OU=b") that
+	// pkix.Name flattens; both print in RFC 4514 form.
+	subject := cert.Subject.String()
+	var seq pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(cert.RawSubject, &seq); err == nil && len(rest) == 0 {
+		subject = seq.String()
+	}
 	return &ClientCert{
-		Subject:    cert.Subject.String(),
+		Subject:    subject,
 		CommonName: cert.Subject.CommonName,
 		Issuer:     cert.Issuer.String(),
 	}, true

@@ -167,6 +167,13 @@ type serverConn struct {
 
 func startTLSServer(t *testing.T, cfg *tls.Config) *tlsServer {
 	t.Helper()
+	return startTLSServerOpts(t, cfg, false)
+}
+
+// startTLSServerOpts with closeAfterGreeting closes right after "hello\n",
+// for clients (curl) that wait for the server to end the response.
+func startTLSServerOpts(t *testing.T, cfg *tls.Config, closeAfterGreeting bool) *tlsServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +199,7 @@ func startTLSServer(t *testing.T, cfg *tls.Config) *tlsServer {
 				sc.handshakeErr = tc.Handshake()
 				if sc.handshakeErr == nil {
 					sc.state = tc.ConnectionState()
-					if _, err := tc.Write([]byte("hello\n")); err == nil {
+					if _, err := tc.Write([]byte("hello\n")); err == nil && !closeAfterGreeting {
 						_, _ = io.Copy(io.Discard, tc)
 					}
 				}
