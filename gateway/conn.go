@@ -143,21 +143,22 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 		return
 	}
 	hostb, port, err := parseAuthority(h.target)
+	var host string
+	if err == nil {
+		if host, err = canonicalHost(hostb); err != nil {
+			err = errBadAuthority
+		}
+	}
 	target := string(h.target) // one allocation, kept for events
 	var early []byte
 	if n < len(buf) {
 		early = append([]byte(nil), buf[n:]...) // bytes sent before the 200
 	}
+	// Nothing may point into buf after this.
 	*bp = buf[:0]
 	headBufs.Put(bp)
 	if err != nil {
 		s.refuse(cc, snap, nil, target, err)
-		_ = cc.c.Close()
-		return
-	}
-	host, err := canonicalHost(hostb)
-	if err != nil {
-		s.refuse(cc, snap, nil, target, errBadAuthority)
 		_ = cc.c.Close()
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -186,6 +187,7 @@ func TestAddressSafetyMatrix(t *testing.T) {
 		"inside.example":  {"10.20.30.40"},
 		"linklocal6.test": {"fe80::1"},
 	}
+	var dialedMu sync.Mutex
 	var dialed []string
 	hosts := []string{}
 	for h := range res {
@@ -195,7 +197,9 @@ func TestAddressSafetyMatrix(t *testing.T) {
 		func(c *Config) {
 			c.Resolver = res
 			c.Dialer = dialFunc(func(ctx context.Context, network, addr string) (net.Conn, error) {
+				dialedMu.Lock()
 				dialed = append(dialed, addr)
+				dialedMu.Unlock()
 				if strings.HasPrefix(addr, "127.0.0.1:") {
 					return (&net.Dialer{}).DialContext(ctx, network, addr)
 				}
@@ -236,6 +240,8 @@ func TestAddressSafetyMatrix(t *testing.T) {
 			}
 		})
 	}
+	dialedMu.Lock()
+	defer dialedMu.Unlock()
 	for _, d := range dialed {
 		host, _, _ := net.SplitHostPort(d)
 		if host != "93.184.216.34" && host != "10.20.30.40" && host != "127.0.0.1" {
