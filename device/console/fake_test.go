@@ -23,7 +23,7 @@ type fakeProvider struct {
 	statuses int
 }
 
-func newFakeProvider(t *testing.T) *fakeProvider {
+func newFakeProvider(t testing.TB) *fakeProvider {
 	t.Helper()
 	tick := fixedNow.Add(-10 * time.Minute)
 	var mu sync.Mutex
