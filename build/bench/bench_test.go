@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/storegate/storegate/gateway/policy"
 )
 
 func TestMedian(t *testing.T) {
@@ -318,10 +320,27 @@ func TestGeneratedConfigsAllowOnlyTheUpstreamPorts(t *testing.T) {
 			t.Errorf("squid config lacks %q:\n%s", want, sq)
 		}
 	}
-	sg := storegatePolicy(8080, 8081, ports, true)
-	for _, want := range []string{"version: 1\n", "listen_address: 127.0.0.1\n", "listen_port: 8080\n", "admin_address: 127.0.0.1:8081\n", "allowed_hosts: [127.0.0.1]\n", "allowed_ports: [4431, 4432]\n", "tls: {inspect: true}\n"} {
+	sg := storegatePolicy("/d", 8080, 8081, ports, true, 5000)
+	for _, want := range []string{"limits: {max_connections: 5000, max_connections_per_client: 5000}\n", `spool: {dir: "/d/spool"}`, "version: 1\n", "listen_address: 127.0.0.1\n", "listen_port: 8080\n", "admin_address: 127.0.0.1:8081\n", "allowed_hosts: [127.0.0.1]\n", "allowed_ports: [4431, 4432]\n", "tls: {inspect: true}\n"} {
 		if !strings.Contains(sg, want) {
 			t.Errorf("storegate policy lacks %q:\n%s", want, sg)
+		}
+	}
+}
+
+// TestStoregatePolicyIsValid parses the generated policy with storegate's own
+// strict loader, both inspection settings.
+func TestStoregatePolicyIsValid(t *testing.T) {
+	for _, inspect := range []bool{false, true} {
+		f, err := policy.Parse([]byte(storegatePolicy(t.TempDir(), 3128, 3129, []int{4431, 4432}, inspect, 20000)), "bench.yaml")
+		if err != nil {
+			t.Fatalf("inspect=%t: %v", inspect, err)
+		}
+		if got := policy.On(f.TLS.Inspect, !inspect); got != inspect {
+			t.Errorf("tls.inspect = %t, want %t", got, inspect)
+		}
+		if f.Limits.MaxConnectionsClient != 20000 || f.ListenPort != 3128 {
+			t.Errorf("limits or port not taken: %+v, port %d", f.Limits, f.ListenPort)
 		}
 	}
 }
@@ -490,6 +509,13 @@ func TestProxyMeasurementsThroughAProxy(t *testing.T) {
 	}
 	if n := b.up.echoConns.Load(); n != 0 {
 		t.Errorf("%d echo connections still open after the tunnel test", n)
+	}
+	s.eventLog = filepath.Join(t.TempDir(), "events.log")
+	if err := os.WriteFile(s.eventLog, make([]byte, 100*s.tunnels.Load()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if lc := values(b.logCost(s, 1))["log_bytes_per_tunnel"]; lc.Value != 100 {
+		t.Errorf("log bytes per tunnel = %v, want 100 (tunnels counted: %d)", lc.Value, s.tunnels.Load())
 	}
 	// Nothing listening: every round trip is an error, and each is counted.
 	b.opts.rateTime = 50 * time.Millisecond

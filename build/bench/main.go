@@ -287,6 +287,7 @@ func (b *bench) runAll(ctx context.Context, l *launcher) ([]measurement, map[str
 		}
 		for _, s := range subs {
 			s.stop(5 * time.Second)
+			out = append(out, b.logCost(s, rep)...)
 		}
 	}
 	out = append(out, b.binarySizes(l)...)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -113,6 +114,7 @@ func (b *bench) bulk(ctx context.Context, s *subject, rep, n int, upload bool) [
 	}
 	mu.Unlock()
 	waitGroup(&wg, 5*time.Second)
+	s.tunnels.Add(int64(len(conns)))
 
 	bytes := float64(b1 - b0)
 	secs := t1.Sub(t0).Seconds()
@@ -179,6 +181,7 @@ func (b *bench) rate(ctx context.Context, s *subject, rep int, withTLS bool) []m
 	all := slices.Concat(lats...)
 	slices.Sort(all)
 	done := float64(len(all))
+	s.tunnels.Add(int64(len(all)))
 	ne := int(errs.Load())
 	if fe, ok := firstErr.Load().(string); ok {
 		fmt.Fprintf(b.progress, "    %s %s: %d errors, first: %s\n", s.name, name, ne, fe)
@@ -223,6 +226,7 @@ func (b *bench) tunnels(ctx context.Context, s *subject, rep int) []measurement 
 	var out []measurement
 	var conns []net.Conn
 	defer func() {
+		s.tunnels.Add(int64(len(conns)))
 		for _, c := range conns {
 			c.Close()
 		}
@@ -236,7 +240,11 @@ func (b *bench) tunnels(ctx context.Context, s *subject, rep int) []measurement 
 				s.name, level, b.opts.maxTunnels)
 			continue
 		}
-		errs += b.open(ctx, s, level-len(conns), &conns)
+		failed, firstErr := b.open(ctx, s, level-len(conns), &conns)
+		if failed > 0 {
+			fmt.Fprintf(b.progress, "    %s: %d of %d tunnels failed to open, first: %v\n", s.name, failed, level, firstErr)
+		}
+		errs += failed
 		b.waitEchoConns(baseEcho+int64(len(conns)), 10*time.Second)
 		ps, err := sampleTree(b.procRoot, s.pid())
 		if err != nil {
@@ -262,11 +270,12 @@ func (b *bench) tunnels(ctx context.Context, s *subject, rep int) []measurement 
 
 // open adds n tunnels to conns with bounded concurrency and time; it stops
 // early after many consecutive failures and returns how many it could not
-// open (including those it had no time left to try).
-func (b *bench) open(ctx context.Context, s *subject, n int, conns *[]net.Conn) int {
+// open (including those it had no time left to try) and the first error.
+func (b *bench) open(ctx context.Context, s *subject, n int, conns *[]net.Conn) (int, error) {
 	if n <= 0 {
-		return 0
+		return 0, nil
 	}
+	var firstErr error
 	const workers = 32
 	deadline := time.Now().Add(b.opts.openTime)
 	var next, streak atomic.Int64
@@ -279,6 +288,11 @@ func (b *bench) open(ctx context.Context, s *subject, n int, conns *[]net.Conn) 
 				c, _, err := dialTunnel(ctx, s.proxy, b.echoTarget(), time.Now().Add(10*time.Second))
 				if err != nil {
 					streak.Add(1)
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
 					continue
 				}
 				streak.Store(0)
@@ -290,7 +304,24 @@ func (b *bench) open(ctx context.Context, s *subject, n int, conns *[]net.Conn) 
 		})
 	}
 	wg.Wait()
-	return n - added
+	if firstErr == nil && added < n {
+		firstErr = fmt.Errorf("out of time after %s", b.opts.openTime)
+	}
+	return n - added, firstErr
+}
+
+// logCost reports the bytes of log or events the subject wrote per tunnel
+// opened through it; call it after the subject has stopped and flushed.
+func (b *bench) logCost(s *subject, rep int) []measurement {
+	n := s.tunnels.Load()
+	if s.eventLog == "" || n == 0 {
+		return nil
+	}
+	fi, err := os.Stat(s.eventLog)
+	if err != nil {
+		return nil
+	}
+	return []measurement{b.m(rep, s, "log_bytes_per_tunnel", "B", float64(fi.Size())/float64(n), 0)}
 }
 
 // waitEchoConns polls until the upstream holds want echo connections or the

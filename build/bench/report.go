@@ -107,6 +107,7 @@ func tableRows(levels []int) []row {
 			row{label: "  errors @" + l, metric: "tunnel_errors_" + l, storegate: subjStoregate, count: true},
 		)
 	}
+	rs = append(rs, row{label: "log/event bytes per tunnel (events on)", metric: "log_bytes_per_tunnel", storegate: subjStoregate})
 	rs = append(rs, row{label: "binary MiB (peers: executable only)", metric: "binary", storegate: subjStoregate})
 	return rs
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -33,6 +34,9 @@ type subject struct {
 	proxy   string // proxy listen address; "" for direct
 	inspect bool   // storegate with TLS inspection: only TLS goes through it
 	skip    string // why it is not measured; "" when it is
+
+	eventLog string       // the file its per-connection log or events go to
+	tunnels  atomic.Int64 // tunnels opened through it, for log bytes per tunnel
 
 	procID int           // the proxy's process id; 0 for direct or when skipped
 	cmd    *exec.Cmd     // set when we started the process
@@ -124,18 +128,21 @@ func (l *launcher) start(ctx context.Context, name string, rep int) *subject {
 	switch name {
 	case subjStoregate, subjInspect:
 		confName = "policy.yaml"
-		conf = storegatePolicy(ports[0], ports[1], l.upstreamPorts, s.inspect)
+		conf = storegatePolicy(dir, ports[0], ports[1], l.upstreamPorts, s.inspect, l.maxTunnels+256)
 		args = []string{"run", "--policy", filepath.Join(dir, confName)}
+		s.eventLog = filepath.Join(dir, "stderr.log")
 	case subjTinyproxy:
 		confName = "tinyproxy.conf"
 		conf = tinyproxyConfig(dir, ports[0], l.upstreamPorts, l.maxTunnels+64)
 		args = []string{"-d", "-c", filepath.Join(dir, confName)}
 		s.logs = append(s.logs, filepath.Join(dir, "tinyproxy.log"))
+		s.eventLog = filepath.Join(dir, "tinyproxy.log")
 	case subjSquid:
 		confName = "squid.conf"
 		conf = squidConfig(dir, ports[0], l.upstreamPorts, 2*l.maxTunnels+256)
 		args = []string{"-N", "-d", "1", "-f", filepath.Join(dir, confName)}
 		s.logs = append(s.logs, filepath.Join(dir, "cache.log"))
+		s.eventLog = filepath.Join(dir, "access.log")
 	default:
 		s.skip = "unknown subject"
 		return s
@@ -245,8 +252,11 @@ func joinInts(xs []int, sep string) string {
 	return strings.Join(s, sep)
 }
 
-// storegatePolicy allows CONNECT to the loopback upstream ports only.
-func storegatePolicy(listen, admin int, upstreamPorts []int, inspect bool) string {
+// storegatePolicy allows CONNECT to the loopback upstream ports only. Its
+// connection limits are raised to what the idle-tunnel test opens from one
+// client address (as tinyproxy's MaxClients and squid's descriptors are), and
+// its spool lives in dir so nothing is written outside it.
+func storegatePolicy(dir string, listen, admin int, upstreamPorts []int, inspect bool, maxConns int) string {
 	return fmt.Sprintf(`version: 1
 listen_address: 127.0.0.1
 listen_port: %d
@@ -255,7 +265,9 @@ allowed_hosts: [127.0.0.1]
 allowed_ports: [%s]
 presets: []
 tls: {inspect: %t}
-`, listen, admin, joinInts(upstreamPorts, ", "), inspect)
+limits: {max_connections: %d, max_connections_per_client: %d}
+spool: {dir: %q}
+`, listen, admin, joinInts(upstreamPorts, ", "), inspect, maxConns, maxConns, filepath.Join(dir, "spool"))
 }
 
 // tinyproxyConfig allows CONNECT from loopback to the upstream ports only.
