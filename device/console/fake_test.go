@@ -60,9 +60,9 @@ func (f *fakeProvider) Status() Status {
 		Admin:           "127.0.0.1:8081",
 		PolicyFile:      "/etc/storegate/policy.yaml",
 		PolicyHash:      "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-		PolicyLoadedAt:  fixedNow.Add(-90 * time.Minute),
+		PolicyLoadedAt:  fixedNow.Add(-90 * time.Minute).Format(time.RFC3339),
 		LastReloadError: "/etc/storegate/policy.yaml line 7: listen_port: 70000 is not 1-65535",
-		Relay:           RelayStatus{Address: "http://pos:hunter2@proxy.corp.test:3128", Username: "pos", PasswordSet: true},
+		Relay:           "http://pos:hunter2@proxy.corp.test:3128",
 		Link:            "up",
 		ActiveTunnels:   12,
 		SpoolDepth:      3,
@@ -70,8 +70,8 @@ func (f *fakeProvider) Status() Status {
 	}
 }
 
-func (f *fakeProvider) Counters() map[string]float64 {
-	return map[string]float64{
+func (f *fakeProvider) Counters() Counters {
+	return Counters{
 		"storegate_active_client_connections":                 12,
 		"storegate_connected_clients":                         7,
 		"storegate_errors_total":                              2,
@@ -101,7 +101,7 @@ func (f *fakeProvider) Policy() PolicyView {
 		Networks:           []string{"10.20.0.0/16"},
 		ClientCertificates: []string{"CN=pos-0001,O=Contoso"},
 		MinTLSVersion:      "1.2",
-		Relay:              RelayStatus{Address: "http://proxy.corp.test:3128", Username: "pos", PasswordSet: true},
+		Relay:              "http://proxy.corp.test:3128 (user pos, password ****)",
 	}
 }
 

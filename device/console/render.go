@@ -141,18 +141,11 @@ func maskQuery(q string) string {
 	return strings.Join(parts, "&")
 }
 
-func relayLine(r RelayStatus) string {
-	if r.Address == "" {
+func relayLine(r string) string {
+	if r == "" || r == "direct" {
 		return "direct (no relay)"
 	}
-	s := MaskURL(r.Address)
-	if r.Username != "" {
-		s += " user " + r.Username
-	}
-	if r.PasswordSet {
-		s += " password ********"
-	}
-	return s
+	return MaskURL(r)
 }
 
 // Duration formats d for a narrow column: 45s, 12m03s, 5h02m, 3d04h.
@@ -171,6 +164,18 @@ func Duration(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%dd%02dh", s/86400, s%86400/3600)
 	}
+}
+
+// stampString formats an RFC 3339 time like stamp, or shows it as given.
+func stampString(s string, now time.Time) string {
+	if s == "" {
+		return "never"
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return s
+	}
+	return stamp(t, now)
 }
 
 func stamp(t, now time.Time) string {
@@ -197,10 +202,13 @@ func WriteStatus(w io.Writer, eol string, st Status, now time.Time) {
 	p.kv("version", st.Version)
 	p.kv("uptime", Duration(time.Duration(st.UptimeSeconds)*time.Second))
 	p.kv("listen", st.Listen)
+	if st.TLSListen != "" {
+		p.kv("tls listen", st.TLSListen)
+	}
 	p.kv("admin", st.Admin)
 	p.kv("policy", st.PolicyFile)
 	p.kv("  hash", shortHash(st.PolicyHash))
-	p.kv("  loaded", stamp(st.PolicyLoadedAt, now))
+	p.kv("  loaded", stampString(st.PolicyLoadedAt, now))
 	if st.LastReloadError != "" {
 		p.kv("  reload", "FAILED, previous policy in force: "+st.LastReloadError)
 	} else {
@@ -220,7 +228,7 @@ func orUnknown(s string) string {
 }
 
 // WriteCounters prints counters sorted by name, values right-aligned.
-func WriteCounters(w io.Writer, eol string, c map[string]float64) {
+func WriteCounters(w io.Writer, eol string, c Counters) {
 	p := &printer{w: w, eol: eol}
 	if len(c) == 0 {
 		p.line("no counters")

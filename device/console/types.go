@@ -10,31 +10,29 @@ import (
 )
 
 // Status is the gateway's state as the console's "status" command and
-// `storegate status` show it. It is also the JSON the admin endpoint serves on
-// GET /status, so the field names are part of the interface.
+// `storegate status` show it. Its JSON form is what the admin endpoint serves
+// on GET /status (the same field names as gateway.Status), so the console and
+// the command line print the same thing.
 type Status struct {
-	Version         string             `json:"version"`
-	UptimeSeconds   int64              `json:"uptime_seconds"`
-	Listen          string             `json:"listen"`      // host:port of the proxy listener(s), comma separated
-	Admin           string             `json:"admin"`       // admin endpoint host:port, or "off"
-	PolicyFile      string             `json:"policy_file"` // path, or "(embedded default)"
-	PolicyHash      string             `json:"policy_hash"` // sha256 of the file, hex
-	PolicyLoadedAt  time.Time          `json:"policy_loaded_at"`
-	LastReloadError string             `json:"last_reload_error"` // empty when the last reload succeeded
-	Relay           RelayStatus        `json:"relay"`
-	Link            string             `json:"link"` // "up", "down" or "unknown"
-	ActiveTunnels   int64              `json:"active_tunnels"`
-	SpoolDepth      int64              `json:"spool_depth"` // messages waiting
-	Counters        map[string]float64 `json:"counters"`    // metric name (with labels) -> value, as on /metrics
+	Version         string   `json:"version"`
+	UptimeSeconds   int64    `json:"uptime_seconds"`
+	Listen          string   `json:"listen"`
+	TLSListen       string   `json:"tls_listen,omitempty"`
+	Admin           string   `json:"admin"`
+	PolicyFile      string   `json:"policy_file"`
+	PolicyHash      string   `json:"policy_hash"`      // sha256 of the file, hex
+	PolicyLoadedAt  string   `json:"policy_loaded_at"` // RFC 3339
+	LastReloadError string   `json:"last_reload_error,omitempty"`
+	Relay           string   `json:"relay"` // "direct" or the address, credentials masked
+	Link            string   `json:"link"`  // "up", "down" or "unknown"
+	ActiveTunnels   int64    `json:"active_tunnels"`
+	SpoolDepth      int64    `json:"spool_depth"`
+	Counters        Counters `json:"counters"`
 }
 
-// RelayStatus describes the upstream path without its secret. Address must
-// not carry credentials; the console strips any it finds anyway.
-type RelayStatus struct {
-	Address     string `json:"address"` // "" means direct
-	Username    string `json:"username"`
-	PasswordSet bool   `json:"password_set"` // the password itself is never served or shown
-}
+// Counters maps a counter's name to its value. Decoding JSON flattens nested
+// objects: {"refusals_total":{"host":3}} becomes "refusals_total{host}" = 3.
+type Counters map[string]float64
 
 // HostEntry is one allowed host pattern and where it came from ("policy",
 // "preset log-analytics", ...).
@@ -54,8 +52,8 @@ type PolicyView struct {
 	Networks           []string
 	ClientCertificates []string
 	MinTLSVersion      string
-	Relay              RelayStatus
-	AllowChanges       bool // console.allow_changes; no console command changes anything yet
+	Relay              string // "direct" or the address, credentials masked
+	AllowChanges       bool   // console.allow_changes; no console command changes anything yet
 }
 
 // SpoolView is the store-and-forward queue. A zero Dir means the spool is off.
@@ -88,7 +86,7 @@ type LinkView struct {
 // *events.Log, so a provider can embed one.
 type Provider interface {
 	Status() Status
-	Counters() map[string]float64
+	Counters() Counters
 	Policy() PolicyView
 	Spool() SpoolView
 	Link() LinkView
