@@ -455,13 +455,14 @@ func TestQuickSmokeDirect(t *testing.T) {
 	ctx := context.Background()
 	var ms []measurement
 	for _, upload := range []bool{false, true} {
-		ms = append(ms, b.bulk(ctx, s, 1, 1, upload)...)
-		ms = append(ms, b.bulk(ctx, s, 1, 2, upload)...)
+		ms = append(ms, b.bulk(ctx, s, 1, 1, upload, false)...)
+		ms = append(ms, b.bulk(ctx, s, 1, 2, upload, false)...)
 	}
+	ms = append(ms, b.bulk(ctx, s, 1, 1, false, true)...)
 	ms = append(ms, b.rate(ctx, s, 1, false)...)
 	ms = append(ms, b.rate(ctx, s, 1, true)...)
 	v := values(ms)
-	for _, metric := range []string{"bulk_down_1", "bulk_up_1", "bulk_down_2", "bulk_up_2", "rate_plain", "rate_tls", "rate_tls_p99"} {
+	for _, metric := range []string{"bulk_down_1", "bulk_up_1", "bulk_down_2", "bulk_up_2", "bulk_tls_down_1", "rate_plain", "rate_tls", "rate_tls_p99"} {
 		m, ok := v[metric]
 		if !ok || !(m.Value > 0) || m.Errors != 0 {
 			t.Errorf("%s = %+v, want a positive figure and no errors", metric, m)
@@ -488,11 +489,12 @@ func TestProxyMeasurementsThroughAProxy(t *testing.T) {
 	ctx := context.Background()
 	var ms []measurement
 	ms = append(ms, b.idle(s, 1)...)
-	ms = append(ms, b.bulk(ctx, s, 1, 1, false)...)
+	ms = append(ms, b.bulk(ctx, s, 1, 1, false, false)...)
+	ms = append(ms, b.bulk(ctx, s, 1, 1, true, true)...)
 	ms = append(ms, b.rate(ctx, s, 1, true)...)
 	ms = append(ms, b.tunnels(ctx, s, 1)...)
 	v := values(ms)
-	for _, metric := range []string{"rss_idle", "bulk_down_1", "rate_tls", "rss_20", "rss_50"} {
+	for _, metric := range []string{"rss_idle", "bulk_down_1", "bulk_tls_up_1", "rate_tls", "rss_20", "rss_50"} {
 		if m, ok := v[metric]; !ok || !(m.Value > 0) || m.Errors != 0 {
 			t.Errorf("%s = %+v, want a positive figure and no errors", metric, m)
 		}

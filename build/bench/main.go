@@ -243,10 +243,13 @@ func (b *bench) runAll(ctx context.Context, l *launcher) ([]measurement, map[str
 	var tests []test
 	for _, n := range []int{1, 8} {
 		for _, upload := range []bool{false, true} {
-			tests = append(tests, test{fmt.Sprintf("bulk n=%d upload=%t", n, upload), notInspect,
-				func(s *subject, rep int) []measurement { return b.bulk(ctx, s, rep, n, upload) }})
+			dir := map[bool]string{false: "down", true: "up"}[upload]
+			tests = append(tests, test{fmt.Sprintf("bulk %s %d", dir, n), notInspect,
+				func(s *subject, rep int) []measurement { return b.bulk(ctx, s, rep, n, upload, false) }})
 		}
 	}
+	tests = append(tests, test{"bulk TLS down 1", func(*subject) bool { return true },
+		func(s *subject, rep int) []measurement { return b.bulk(ctx, s, rep, 1, false, true) }})
 	tests = append(tests,
 		test{"rate plain", notInspect, func(s *subject, rep int) []measurement { return b.rate(ctx, s, rep, false) }},
 		test{"rate tls", func(*subject) bool { return true }, func(s *subject, rep int) []measurement { return b.rate(ctx, s, rep, true) }},
@@ -280,8 +283,10 @@ func (b *bench) runAll(ctx context.Context, l *launcher) ([]measurement, map[str
 					fmt.Fprintf(b.progress, "bench: %s exited during the run%s\n", s.name, s.logTail(6))
 					continue
 				}
+				began := time.Now()
 				ms := t.run(s, rep)
-				fmt.Fprintf(b.progress, "rep %d/%d %-14s %-18s %s\n", rep, b.opts.reps, t.name, s.name, summary(ms))
+				fmt.Fprintf(b.progress, "rep %d/%d %-15s %-17s %5.1fs  %s\n", rep, b.opts.reps, t.name, s.name,
+					time.Since(began).Seconds(), summary(ms))
 				out = append(out, ms...)
 			}
 		}

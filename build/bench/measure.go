@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math"
@@ -25,6 +26,7 @@ type bench struct {
 }
 
 func (b *bench) bulkTarget() string    { return b.up.bulk.Addr().String() }
+func (b *bench) tlsBulkTarget() string { return b.up.tlsBulk.Addr().String() }
 func (b *bench) echoTarget() string    { return b.up.echo.Addr().String() }
 func (b *bench) tlsEchoTarget() string { return b.up.tlsEcho.Addr().String() }
 
@@ -49,12 +51,17 @@ func (b *bench) m(rep int, s *subject, metric, unit string, v float64, errs int)
 
 // bulk moves bytes through n tunnels in one direction for the configured
 // time after a warm-up, counting at the receiving end, and reports the
-// throughput and the proxy's CPU seconds per GB (1e9 bytes).
-func (b *bench) bulk(ctx context.Context, s *subject, rep, n int, upload bool) []measurement {
+// throughput and the proxy's CPU seconds per GB (1e9 bytes). With withTLS
+// the bytes travel inside TLS 1.3, as they would through an inspecting proxy.
+func (b *bench) bulk(ctx context.Context, s *subject, rep, n int, upload, withTLS bool) []measurement {
 	dir := "down"
 	mode := byte(modeDownload)
 	if upload {
 		dir, mode = "up", modeUpload
+	}
+	target := b.bulkTarget()
+	if withTLS {
+		dir, target = "tls_"+dir, b.tlsBulkTarget()
 	}
 	var got atomic.Int64 // bytes the client read (download)
 	counter := func() int64 {
@@ -69,16 +76,29 @@ func (b *bench) bulk(ctx context.Context, s *subject, rep, n int, upload bool) [
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for range n {
-		c, _, err := dialTunnel(ctx, s.proxy, b.bulkTarget(), time.Now().Add(5*time.Second))
+		c, _, err := dialTunnel(ctx, s.proxy, target, time.Now().Add(5*time.Second))
 		if err != nil {
 			errs.Add(1)
 			continue
+		}
+		var rw io.ReadWriter = c
+		if withTLS {
+			tc := tls.Client(c, b.up.clientTLS)
+			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := tc.HandshakeContext(hctx)
+			cancel()
+			if err != nil {
+				c.Close()
+				errs.Add(1)
+				continue
+			}
+			rw = tc
 		}
 		mu.Lock()
 		conns = append(conns, c)
 		mu.Unlock()
 		wg.Go(func() {
-			if _, err := c.Write([]byte{mode}); err != nil {
+			if _, err := rw.Write([]byte{mode}); err != nil {
 				errs.Add(1)
 				return
 			}
@@ -87,9 +107,9 @@ func (b *bench) bulk(ctx context.Context, s *subject, rep, n int, upload bool) [
 				var k int
 				var err error
 				if upload {
-					k, err = c.Write(buf)
+					k, err = rw.Write(buf)
 				} else {
-					k, err = c.Read(buf)
+					k, err = rw.Read(buf)
 					got.Add(int64(k))
 				}
 				if err != nil {

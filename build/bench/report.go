@@ -85,6 +85,12 @@ func tableRows(levels []int) []row {
 			rs = append(rs, row{label: fmt.Sprintf("  proxy CPU s/GB, %s %d", d, n), metric: fmt.Sprintf("cpu_gb_%s_%d", d, n), storegate: subjStoregate})
 		}
 	}
+	rs = append(rs,
+		row{label: "bulk down in TLS 1.3, inspect off, MB/s", metric: "bulk_tls_down_1", storegate: subjStoregate, higher: true},
+		row{label: "  proxy CPU s/GB", metric: "cpu_gb_tls_down_1", storegate: subjStoregate},
+		row{label: "bulk down in TLS 1.3, inspect on, MB/s", metric: "bulk_tls_down_1", storegate: subjInspect, higher: true},
+		row{label: "  proxy CPU s/GB", metric: "cpu_gb_tls_down_1", storegate: subjInspect},
+	)
 	rate := func(title, metric, sg string) {
 		rs = append(rs,
 			row{label: title + ", conn/s", metric: metric, storegate: sg, higher: true},

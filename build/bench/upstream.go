@@ -26,9 +26,9 @@ const (
 const echoSize = 32
 
 // upstream is the local destination every subject tunnels to: a bulk
-// source/sink, a plain echo server and a TLS 1.3 echo server, all on loopback.
+// source/sink and an echo server, each plain and in TLS 1.3, all on loopback.
 type upstream struct {
-	bulk, echo, tlsEcho net.Listener
+	bulk, echo, tlsBulk, tlsEcho net.Listener
 
 	received  atomic.Int64 // bytes the bulk sink has read
 	echoConns atomic.Int64 // open echo connections (plain and TLS)
@@ -40,15 +40,15 @@ type upstream struct {
 	wg     sync.WaitGroup
 }
 
-// startUpstream listens on three free loopback ports and serves until close.
+// startUpstream listens on four free loopback ports and serves until close.
 func startUpstream() (*upstream, error) {
 	serverTLS, clientTLS, err := selfSignedTLS(time.Now())
 	if err != nil {
 		return nil, err
 	}
 	u := &upstream{conns: map[net.Conn]struct{}{}, clientTLS: clientTLS}
-	lns := make([]net.Listener, 0, 3)
-	for range 3 {
+	lns := make([]net.Listener, 0, 4)
+	for range 4 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			for _, l := range lns {
@@ -58,16 +58,18 @@ func startUpstream() (*upstream, error) {
 		}
 		lns = append(lns, ln)
 	}
-	u.bulk, u.echo, u.tlsEcho = lns[0], lns[1], tls.NewListener(lns[2], serverTLS)
+	u.bulk, u.echo = lns[0], lns[1]
+	u.tlsBulk, u.tlsEcho = tls.NewListener(lns[2], serverTLS), tls.NewListener(lns[3], serverTLS)
 	u.serve(u.bulk, u.handleBulk)
 	u.serve(u.echo, u.handleEcho)
+	u.serve(u.tlsBulk, u.handleBulk)
 	u.serve(u.tlsEcho, u.handleEcho)
 	return u, nil
 }
 
 // ports are the upstream ports a proxy must allow CONNECT to.
 func (u *upstream) ports() []int {
-	return []int{port(u.bulk.Addr()), port(u.echo.Addr()), port(u.tlsEcho.Addr())}
+	return []int{port(u.bulk.Addr()), port(u.echo.Addr()), port(u.tlsBulk.Addr()), port(u.tlsEcho.Addr())}
 }
 
 func port(a net.Addr) int { return a.(*net.TCPAddr).Port }
@@ -159,9 +161,9 @@ func (u *upstream) close(wait time.Duration) {
 		c.Close()
 	}
 	u.mu.Unlock()
-	u.bulk.Close()
-	u.echo.Close()
-	u.tlsEcho.Close()
+	for _, ln := range []net.Listener{u.bulk, u.echo, u.tlsBulk, u.tlsEcho} {
+		ln.Close()
+	}
 	done := make(chan struct{})
 	go func() { u.wg.Wait(); close(done) }()
 	select {
