@@ -1,16 +1,3 @@
-// Package tlspeek reads the cleartext TLS handshake passing through a tunnel,
-// without decrypting it, and decides whether the session may go on.
-//
-// Subject matching (Subjects) accepts, for each allowed entry: an RFC 4514
-// distinguished name as crypto/x509's pkix.Name.String gives it
-// ("CN=pos-0001,O=Contoso,C=SE"); the same RDNs in the opposite order, as
-// OpenSSL prints them ("C = SE, O = Contoso, CN = pos-0001"); OpenSSL's slash
-// form ("/C=SE/O=Contoso/CN=pos-0001"); or a bare common name with no '='
-// ("pos-0001"), which matches any certificate with that CN. A DN must match
-// the whole subject: every RDN, in order (either direction). Attribute names
-// are case-insensitive (CN, O, OU, C, L, ST or S, STREET, DC, UID,
-// SERIALNUMBER, emailAddress or E, or a dotted OID), values are compared
-// case-insensitively after RFC 4514 unescaping and trimming of spaces.
 package tlspeek
 
 import (
@@ -239,12 +226,15 @@ func InspectContext(ctx context.Context, client, upstream net.Conn, cfg Config) 
 	// Cancellation moves the deadlines into the past, which wakes any
 	// blocked Read or Write. mu orders that against the final clearing.
 	var mu sync.Mutex
-	stop := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		_ = client.SetDeadline(time.Unix(1, 0))
-		_ = upstream.SetDeadline(time.Unix(1, 0))
-	})
+	stop := func() bool { return true }
+	if ctx.Done() != nil { // Background never ends: skip the watcher
+		stop = context.AfterFunc(ctx, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			_ = client.SetDeadline(time.Unix(1, 0))
+			_ = upstream.SetDeadline(time.Unix(1, 0))
+		})
+	}
 	defer func() {
 		stop()
 		mu.Lock()
