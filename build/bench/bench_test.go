@@ -527,3 +527,52 @@ func TestProxyMeasurementsThroughAProxy(t *testing.T) {
 		t.Errorf("rate through a closed port = %+v, want errors and no round trips", r)
 	}
 }
+
+func TestTargets(t *testing.T) {
+	med := map[key]measurement{}
+	put := func(subject, metric string, v float64) { med[key{subject, metric}] = measurement{Value: v} }
+	put(subjDirect, "bulk_down_1", 1000)
+	put(subjStoregate, "bulk_down_1", 900) // 0.9x: met
+	put(subjDirect, "bulk_up_1", 1000)
+	put(subjStoregate, "bulk_up_1", 700) // 0.7x: missed
+	put(subjStoregate, "cpu_gb_down_1", 0.1)
+	put(subjStoregate, "rate_plain", 1000)
+	put(subjTinyproxy, "rate_plain", 500)
+	put(subjSquid, "rate_plain", 900) // 1.11x: below 1.25x
+	put(subjStoregate, "rate_plain_p99", 2)
+	put(subjTinyproxy, "rate_plain_p99", 3)
+	put(subjSquid, "rate_plain_p99", 1)
+	put(subjStoregate, "tunnel_kib_1000", 11)
+	got := map[string]target{}
+	for _, tg := range targets(med, []int{1000}) {
+		got[tg.goal] = tg
+	}
+	want := map[string]string{
+		"single-tunnel download >= 0.8x direct":         "met",
+		"single-tunnel upload >= 0.8x direct":           "MISSED",
+		"proxy CPU per GB <= 0.2 s (down, 1 tunnels)":   "met",
+		"proxy CPU per GB <= 0.2 s (up, 1 tunnels)":     "n/a",
+		"CONNECT rate >= 1.1x tinyproxy":                "met",
+		"CONNECT rate >= 1.25x squid":                   "MISSED",
+		"CONNECT-to-200 p99 below both peers":           "MISSED",
+		"RSS per open idle tunnel <= 12 KiB (@1000)":    "met",
+		"10,000 open tunnels held without errors":       "n/a",
+		"events on: CONNECT rate not below either peer": "met",
+		"idle RSS <= 8 MiB":                             "n/a",
+	}
+	for goal, verdict := range want {
+		tg, ok := got[goal]
+		if !ok {
+			t.Errorf("goal %q not listed", goal)
+			continue
+		}
+		if tg.met != verdict {
+			t.Errorf("%q: %s (%s), want %s", goal, tg.met, tg.measured, verdict)
+		}
+	}
+	var buf bytes.Buffer
+	formatTargets(&buf, targets(med, []int{1000}))
+	if !strings.Contains(buf.String(), "MISSED") || !strings.Contains(buf.String(), "RLIMIT_NOFILE") {
+		t.Errorf("targets output:\n%s", buf.String())
+	}
+}

@@ -219,12 +219,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 	fmt.Fprintf(stdout, "medians of %d repetition(s); bulk %s windows, %d clients for %s per rate run; all on loopback\n\n",
 		o.reps, o.bulkTime, o.clients, o.rateTime)
 	formatTable(stdout, tableRows(o.tunnels), med)
+	fmt.Fprintln(stdout)
+	formatTargets(stdout, targets(med, o.tunnels))
 	for _, name := range o.subjects {
 		if why, ok := skips[name]; ok {
 			fmt.Fprintf(stdout, "\nskipped %s: %s\n", name, why)
 		}
 	}
-	fmt.Fprintf(stdout, "\nJSON lines: %s (took %s)\n", o.outPath, now().Sub(start).Round(time.Second))
+	fmt.Fprintf(stdout, "\nJSON lines: %s (took %s; load average at the end %s)\n",
+		o.outPath, now().Sub(start).Round(time.Second), loadAvg())
 	return 0
 }
 
@@ -366,10 +369,7 @@ func describe(o options, nofile uint64, start time.Time) map[string]string {
 		}
 		f.Close()
 	}
-	load := ""
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		load = strings.Join(strings.Fields(string(b))[:3], " ")
-	}
+	load := loadAvg()
 	kernel := ""
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		kernel = strings.TrimSpace(string(b))
@@ -392,6 +392,20 @@ func describe(o options, nofile uint64, start time.Time) map[string]string {
 		"squid":     version(o.bins[subjSquid], "-v"),
 		"start":     start.UTC().Format(time.RFC3339),
 	}
+}
+
+// loadAvg is the 1, 5 and 15 minute load average: other work on the machine
+// skews every figure, so the run records it.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // writeResults writes a meta line and then every measurement to path.

@@ -200,3 +200,81 @@ func writeJSONLines(w io.Writer, ms []measurement) error {
 	}
 	return nil
 }
+
+// target is one of issue 3's goals, judged on the medians of this run.
+type target struct {
+	goal     string
+	measured string
+	met      string // "met", "MISSED" or "n/a" (a figure is missing)
+}
+
+// targets judges the goals of issue 3 against the medians. Every goal is
+// listed, met or not; one whose figures are missing says n/a.
+func targets(med map[key]measurement, levels []int) []target {
+	get := func(subject, metric string) float64 {
+		if m, ok := med[key{subject, metric}]; ok {
+			return m.Value
+		}
+		return math.NaN()
+	}
+	var out []target
+	judge := func(goal string, v float64, ok bool, measured string) {
+		t := target{goal: goal, measured: measured, met: "n/a"}
+		if !math.IsNaN(v) {
+			t.met = "MISSED"
+			if ok {
+				t.met = "met"
+			}
+		}
+		out = append(out, t)
+	}
+	atLeast := func(goal string, a, b, want float64) {
+		r := ratio(a, b)
+		judge(goal, r, r >= want, ratioStr(r))
+	}
+	sg, sgi, tp, sq, dir := subjStoregate, subjInspect, subjTinyproxy, subjSquid, subjDirect
+	atLeast("single-tunnel download >= 0.8x direct", get(sg, "bulk_down_1"), get(dir, "bulk_down_1"), 0.8)
+	atLeast("single-tunnel upload >= 0.8x direct", get(sg, "bulk_up_1"), get(dir, "bulk_up_1"), 0.8)
+	for _, d := range []string{"down_1", "up_1", "down_8", "up_8"} {
+		v := get(sg, "cpu_gb_"+d)
+		judge("proxy CPU per GB <= 0.2 s ("+strings.Replace(d, "_", ", ", 1)+" tunnels)", v, v <= 0.2, num(v)+" s")
+	}
+	atLeast("CONNECT rate >= 1.1x tinyproxy", get(sg, "rate_plain"), get(tp, "rate_plain"), 1.1)
+	atLeast("CONNECT rate >= 1.25x squid", get(sg, "rate_plain"), get(sq, "rate_plain"), 1.25)
+	cpu := get(sg, "rate_plain_cpu_1k")
+	judge("CPU per 1,000 connections <= 0.06 s", cpu, cpu <= 0.06, num(cpu)+" s")
+	p99, tp99, sq99 := get(sg, "rate_plain_p99"), get(tp, "rate_plain_p99"), get(sq, "rate_plain_p99")
+	judge("CONNECT-to-200 p99 below both peers", p99+tp99+sq99, p99 < tp99 && p99 < sq99,
+		fmt.Sprintf("%s ms vs %s (tinyproxy), %s (squid)", num(p99), num(tp99), num(sq99)))
+	atLeast("TLS 1.3 inside, inspection on: rate >= 1.1x squid", get(sgi, "rate_tls"), get(sq, "rate_tls"), 1.1)
+	idle := get(sg, "rss_idle")
+	judge("idle RSS <= 8 MiB", idle, idle <= 8, num(idle)+" MiB")
+	for _, n := range levels {
+		l := strconv.Itoa(n)
+		v := get(sg, "tunnel_kib_"+l)
+		judge("RSS per open idle tunnel <= 12 KiB (@"+l+")", v, v <= 12, num(v)+" KiB")
+	}
+	e := get(sg, "tunnel_errors_10000")
+	held := num(e) + " errors"
+	if math.IsNaN(e) {
+		// Each tunnel holds two descriptors in the proxy and two in the harness.
+		held = "not measured: needs -tunnels ...,10000 and RLIMIT_NOFILE >= 20512"
+	}
+	judge("10,000 open tunnels held without errors", e, e == 0, held)
+	rate, best := get(sg, "rate_plain"), math.Max(get(tp, "rate_plain"), get(sq, "rate_plain"))
+	judge("events on: CONNECT rate not below either peer", rate+best, rate >= best,
+		fmt.Sprintf("%s vs best peer %s conn/s", num(rate), num(best)))
+	return out
+}
+
+// formatTargets prints the goals with their verdicts.
+func formatTargets(w io.Writer, ts []target) {
+	width := 0
+	for _, t := range ts {
+		width = max(width, len(t.goal))
+	}
+	fmt.Fprintln(w, "targets (issue 3), storegate in this run:")
+	for _, t := range ts {
+		fmt.Fprintf(w, "  %-6s  %-*s  %s\n", t.met, width, t.goal, t.measured)
+	}
+}
