@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -473,5 +474,31 @@ func TestCapNeverExceeded(t *testing.T) {
 	}
 	if res.BytesUp > 1000 {
 		t.Errorf("forwarded %d", res.BytesUp)
+	}
+}
+
+// A TLS 1.0 client meets a server that wants 1.2: the server's
+// protocol_version alert is passed to the client and maps to event 106.
+func TestServerAlertForwarded(t *testing.T) {
+	p := newPKI(t)
+	scfg := serverConfig(p, tls.NoClientCert)
+	scfg.MinVersion = tls.VersionTLS12
+	srv := startTLSServer(t, scfg)
+	rl := startRelay(t, srv.ln.Addr().String(), relayOpts{rules: Rules{Host: p.serverName}})
+	_, cerr := goClient(t, rl.addr(), clientConfig(p, tls.VersionTLS10, false), nil)
+	o := rl.next(t)
+	srv.next(t)
+	var e *Error
+	if !errors.As(o.err, &e) || e.Kind != KindAlert || e.Side != SideUpstream || e.Alert != 70 {
+		t.Fatalf("got %v, want the server's protocol_version alert", o.err)
+	}
+	if o.decision.Event != events.TLSVersion || o.decision.Reason != ReasonVersion {
+		t.Errorf("decision %+v", o.decision)
+	}
+	if cerr == nil || !strings.Contains(cerr.Error(), "protocol version") {
+		t.Errorf("client error %v: the alert did not reach it", cerr)
+	}
+	if o.res.BytesDown != 7 {
+		t.Errorf("forwarded %d bytes down, want the 7-byte alert record", o.res.BytesDown)
 	}
 }
