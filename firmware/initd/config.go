@@ -25,7 +25,7 @@ func DefaultModules() []string {
 		// USB serial adapters technicians plug in
 		"ftdi_sio", "pl2303", "cp210x", "ch341",
 		// file systems
-		"vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "ext4", "crc32c_generic", "crc32c_intel",
+		"vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii", "ext4", "crc32c_generic", "crc32c_intel",
 		// power button, entropy, real-time clock
 		"button", "evdev", "gpio_keys", "virtio_rng", "rtc_efi", "rtc_pl031",
 	}

@@ -204,7 +204,7 @@ func (r *runner) mountStorage() error {
 	if err := os.MkdirAll(r.cfg.FATMount, 0o755); err != nil {
 		return err
 	}
-	opts := "utf8,shortname=mixed,umask=0077,errors=remount-ro,flush"
+	opts := "iocharset=utf8,codepage=437,shortname=mixed,umask=0077,errors=remount-ro,flush"
 	if err := unix.Mount(fat, r.cfg.FATMount, "vfat", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, opts); err != nil {
 		return fmt.Errorf("mount %s (STOREGATE) on %s: %w", fat, r.cfg.FATMount, err)
 	}

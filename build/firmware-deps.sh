@@ -1,0 +1,32 @@
+#!/bin/sh
+# Installs (as root, with apt) the Debian packages that `make firmware` and
+# `make firmware-test` need on the build machine; otherwise names them and fails.
+#   build/firmware-deps.sh [build|test]
+set -eu
+what=${1:-build}
+need=""
+have() { command -v "$1" >/dev/null 2>&1; }
+hasfile() { [ -e "$1" ]; }
+have mcopy      || need="$need mtools"
+have mkfs.fat   || hasfile /sbin/mkfs.fat || need="$need dosfstools"
+have sfdisk     || hasfile /sbin/sfdisk || need="$need fdisk"
+have mkfs.ext4  || hasfile /sbin/mkfs.ext4 || need="$need e2fsprogs"
+have objcopy    || need="$need binutils"
+have depmod     || hasfile /sbin/depmod || need="$need kmod"
+have xz         || need="$need xz-utils"
+hasfile /etc/ssl/certs/ca-certificates.crt || need="$need ca-certificates"
+if [ "$what" = test ]; then
+	have qemu-system-x86_64 || need="$need qemu-system-x86"
+	hasfile /usr/share/OVMF/OVMF_CODE.fd || need="$need ovmf"
+fi
+[ -n "$need" ] || exit 0
+if [ "$(id -u)" = 0 ] && have apt-get; then
+	echo "firmware-deps: installing$need"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $need >/dev/null
+	exit 0
+fi
+echo "firmware-deps: missing packages:$need (apt-get install$need, or run as root)" >&2
+exit 1
