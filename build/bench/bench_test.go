@@ -519,6 +519,12 @@ func TestProxyMeasurementsThroughAProxy(t *testing.T) {
 	if lc := values(b.logCost(s, 1))["log_bytes_per_tunnel"]; lc.Value != 100 {
 		t.Errorf("log bytes per tunnel = %v, want 100 (tunnels counted: %d)", lc.Value, s.tunnels.Load())
 	}
+	// Through an inspecting proxy the idle tunnels carry a finished TLS handshake.
+	insp := &subject{name: subjInspect, proxy: s.proxy, procID: os.Getpid(), inspect: true}
+	iv := values(b.tunnels(ctx, insp, 1))
+	if iv["tunnel_errors_50"].Value != 0 || !(iv["rss_50"].Value > 0) {
+		t.Errorf("TLS idle tunnels = %+v", iv)
+	}
 	// Nothing listening: every round trip is an error, and each is counted.
 	b.opts.rateTime = 50 * time.Millisecond
 	bad := &subject{name: subjTinyproxy, proxy: "127.0.0.1:1"}

@@ -242,7 +242,7 @@ func (b *bench) runAll(ctx context.Context, l *launcher) ([]measurement, map[str
 		run     func(s *subject, rep int) []measurement
 	}
 	notInspect := func(s *subject) bool { return !s.inspect }
-	isProxy := func(s *subject) bool { return s.proxy != "" && !s.inspect }
+	isProxy := func(s *subject) bool { return s.proxy != "" }
 	var tests []test
 	for _, n := range []int{1, 8} {
 		for _, upload := range []bool{false, true} {

@@ -104,13 +104,18 @@ func tableRows(levels []int) []row {
 	rate("CONNECT+echo, plain", "rate_plain", subjStoregate)
 	rate("CONNECT+TLS1.3+echo, inspect off", "rate_tls", subjStoregate)
 	rate("CONNECT+TLS1.3+echo, inspect on", "rate_tls", subjInspect)
-	rs = append(rs, row{label: "idle RSS MiB", metric: "rss_idle", storegate: subjStoregate})
+	rs = append(rs,
+		row{label: "idle RSS MiB", metric: "rss_idle", storegate: subjStoregate},
+		row{label: "idle RSS MiB, inspect on", metric: "rss_idle", storegate: subjInspect},
+	)
 	for _, n := range levels {
 		l := strconv.Itoa(n)
 		rs = append(rs,
 			row{label: "RSS with " + l + " idle tunnels MiB", metric: "rss_" + l, storegate: subjStoregate},
 			row{label: "  KiB per tunnel @" + l, metric: "tunnel_kib_" + l, storegate: subjStoregate},
 			row{label: "  errors @" + l, metric: "tunnel_errors_" + l, storegate: subjStoregate, count: true},
+			row{label: "  KiB per tunnel @" + l + ", TLS, inspect on", metric: "tunnel_kib_" + l, storegate: subjInspect},
+			row{label: "  errors @" + l + ", TLS, inspect on", metric: "tunnel_errors_" + l, storegate: subjInspect, count: true},
 		)
 	}
 	rs = append(rs, row{label: "log/event bytes per tunnel (events on)", metric: "log_bytes_per_tunnel", storegate: subjStoregate})
