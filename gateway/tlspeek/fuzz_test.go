@@ -71,6 +71,8 @@ func FuzzInspect(f *testing.F) {
 	f.Add(goClientHello(f, &tls.Config{ServerName: "example.test"}), []byte{}, byte(0), byte(0))
 	f.Add(sslv2Hello(VersionTLS10), []byte{}, byte(0), byte(0))
 	f.Add(sslv3Hello(), []byte{}, byte(0), byte(1))
+	f.Add(handshakeRecord(msgClientHello, helloBody(0x0303, []uint16{0x2a2a, 0x1301}, ext(0x0a0a, nil),
+		sniExt("example.com"), versionsExt(0x7a7a, 0x0304))), []byte{}, byte(2), byte(0))
 	f.Fuzz(func(t *testing.T, client, server []byte, chunk, flags byte) {
 		cfg := Config{NeedClientCert: flags&1 != 0, AllowNotTLS: flags&2 != 0}
 		if flags&4 != 0 {

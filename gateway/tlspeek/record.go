@@ -220,6 +220,3 @@ func (s *stream) handshake(p []byte, h *handler) error {
 	}
 	return nil
 }
-
-// midMessage reports whether the stream stopped inside a handshake message.
-func (s *stream) midMessage() bool { return s.inMsg || s.hsHdrN > 0 }
