@@ -2,6 +2,7 @@ package tlspeek
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 )
 
@@ -170,5 +171,41 @@ func TestInspectGREASEHello(t *testing.T) {
 	}
 	if !bytes.Equal(u.written.Bytes(), hello) || !bytes.Equal(c.written.Bytes(), serverHello) {
 		t.Fatal("bytes not forwarded unchanged")
+	}
+}
+
+// Hellos larger than one read buffer (Chrome's ~1.8 KB post-quantum hello,
+// or bigger with padding) are held and parsed whole; over the cap they stop.
+func TestInspectLargeHello(t *testing.T) {
+	serverHello := handshakeRecord(msgServerHello, append(append(append(u16s(0x0303), bytes.Repeat([]byte{1}, 32)...),
+		0, 0x13, 0x01, 0), append(u16s(6), ext(extSupportedVersions, u16s(0x0304))...)...))
+	for _, tc := range []struct {
+		size, chunk int
+		tooLarge    bool
+	}{{1800, 4096, false}, {1800, 100, false}, {9000, 4096, false}, {12000, 1500, false}, {16000, 4096, false}, {17000, 4096, true}} {
+		pad := ext(21, make([]byte, tc.size)) // padding extension (RFC 7685)
+		body := helloBody(0x0303, []uint16{0x1301}, sniExt("example.com"), versionsExt(0x0304), pad)
+		var hello []byte
+		for len(body) > 0 { // records of at most 2^14 bytes, as TLS requires
+			n := min(len(body), 1<<14-4)
+			if len(hello) == 0 {
+				hello = handshakeRecord(msgClientHello, body)[:5+4+n]
+				hello[3], hello[4] = byte((4+n)>>8), byte(4+n)
+			} else {
+				hello = append(hello, recordHandshake, 3, 3, byte(n>>8), byte(n))
+				hello = append(hello, body[:n]...)
+			}
+			body = body[n:]
+		}
+		c := &scriptConn{t: t, data: hello, chunk: tc.chunk}
+		u := &scriptConn{t: t, data: serverHello, chunk: 4096}
+		res, err := Inspect(c, u, Config{})
+		var e *Error
+		switch {
+		case tc.tooLarge && (!errors.As(err, &e) || e.Kind != KindTooLarge || u.written.Len() != 0 || c.read > DefaultMaxBytes):
+			t.Errorf("%d-byte hello: %v, forwarded %d, read %d", tc.size, err, u.written.Len(), c.read)
+		case !tc.tooLarge && (err != nil || res.SNI != "example.com" || !bytes.Equal(u.written.Bytes(), hello)):
+			t.Errorf("%d-byte hello in %d-byte reads: %v %+v", tc.size, tc.chunk, err, res)
+		}
 	}
 }

@@ -43,6 +43,8 @@ type Config struct {
 	// ServerHello, through the server's flight and the client's reply, to
 	// see the client's Certificate message. Set it when the policy lists
 	// allowed client certificates; otherwise CertObservable stays false.
+	// The server's flight (its certificate chain) then counts against
+	// MaxBytes too.
 	NeedClientCert bool
 	// AllowNotTLS makes Inspect forward the client's first bytes when they
 	// are not TLS before it returns a KindNotTLS error, so a caller whose

@@ -283,7 +283,11 @@ func (s *session) applicationData(st *stream) error {
 
 // alert ends the inspection: the side refused the handshake (or closed).
 func (s *session) alert(st *stream, level, desc byte) error {
-	return &Error{Kind: KindAlert, Side: st.side, Alert: desc, Detail: alertName(desc)}
+	detail := alertName(desc)
+	if level == 1 {
+		detail = "warning " + detail
+	}
+	return &Error{Kind: KindAlert, Side: st.side, Alert: desc, Detail: detail}
 }
 
 func alertName(desc byte) string {
