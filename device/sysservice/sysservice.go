@@ -162,7 +162,7 @@ func Control(o Options, action string) (string, error) {
 			return name + ": not installed", err
 		}
 		if err != nil {
-			return "", fmt.Errorf("%s: %v", name, err)
+			return "", fmt.Errorf("%s status (%s): %v", name, s.Platform(), err)
 		}
 		switch st {
 		case service.StatusRunning:
@@ -173,7 +173,7 @@ func Control(o Options, action string) (string, error) {
 		return name + ": unknown", nil
 	}
 	if err := service.Control(s, action); err != nil {
-		return "", fmt.Errorf("%s %s: %v", action, name, err)
+		return "", fmt.Errorf("%s %s (%s): %v", action, name, s.Platform(), err)
 	}
 	return fmt.Sprintf("%s: %s done (%s)", name, action, s.Platform()), nil
 }
