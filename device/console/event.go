@@ -41,6 +41,9 @@ func FormatEvent(line []byte) string {
 	b.WriteByte(' ')
 	b.WriteString(msg)
 	for _, f := range fields {
+		if strings.Contains(f[1], "://") && strings.Contains(f[1], "@") {
+			f[1] = MaskURL(f[1]) // a proxy URL with credentials must not reach the screen
+		}
 		b.WriteByte(' ')
 		b.WriteString(f[0])
 		b.WriteByte('=')

@@ -129,3 +129,10 @@ func TestCountersJSON(t *testing.T) {
 		t.Fatal("an array decoded as counters")
 	}
 }
+
+func TestEventMasksProxyCredentials(t *testing.T) {
+	got := FormatEvent([]byte(`{"time":"2026-11-25T08:00:00Z","level":"error","event_id":403,"msg":"relay failed","relay":"http://pos:hunter2@proxy:3128"}`))
+	if strings.Contains(got, "hunter2") || !strings.Contains(got, "relay=http://pos:***@proxy:3128") {
+		t.Fatalf("FormatEvent = %q", got)
+	}
+}

@@ -108,3 +108,26 @@ func FuzzSession(f *testing.F) {
 		}
 	})
 }
+
+func FuzzCountersJSON(f *testing.F) {
+	f.Add([]byte(gatewayStatusJSON))
+	for _, s := range []string{`{"a":1}`, `{"a":{"b":{"c":{"d":1}}}}`, `{"a":"1","b":true,"c":[1]}`, `{"a":1e400}`, `[]`, `{`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var c Counters
+		if err := c.UnmarshalJSON(b); err != nil {
+			return
+		}
+		if len(c) > maxCounters {
+			t.Fatalf("%d counters, max %d", len(c), maxCounters)
+		}
+		var buf bytes.Buffer
+		WriteCounters(&buf, "\n", c)
+		for _, line := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
+			if len(line) > Width-1 {
+				t.Fatalf("line of %d columns: %q", len(line), line)
+			}
+		}
+	})
+}
