@@ -325,3 +325,78 @@ func TestConsoleCheckThroughRelay(t *testing.T) {
 		t.Errorf("relay saw %v", got)
 	}
 }
+
+// TestConsoleCommandAdHoc runs `storegate console --device` on a pty beside a
+// running gateway: status comes from its admin endpoint, the policy from the
+// file, and events say where they are.
+func TestConsoleCommandAdHoc(t *testing.T) {
+	srv, _ := glueGateway(t, "allowed_hosts: [example.com]\n")
+	dir := t.TempDir()
+	pf := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(pf, []byte("version: 1\nallowed_hosts: [adhoc.example]\nadmin_address: "+srv.Addr("admin").String()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ptmx, pts, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	defer pts.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	codec := make(chan int, 1)
+	var errb bytes.Buffer
+	go func() {
+		codec <- cmdConsole(ctx, []string{"--device", pts.Name(), "--policy", pf}, stdio{Out: io.Discard, Err: &errb})
+	}()
+	var mu sync.Mutex
+	var buf []byte
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(b)
+			mu.Lock()
+			buf = append(buf, b[:n]...)
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			mu.Lock()
+			ok := bytes.Contains(buf, []byte(want))
+			all := string(buf)
+			mu.Unlock()
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("never saw %q in %q", want, all)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("storegate> ")
+	for _, step := range []struct{ cmd, want string }{
+		{"status", "version       glue-test\r\n"},
+		{"policy", "allowed hosts from policy (1):\r\n  adhoc.example\r\n"},
+		{"events", "events are not served by the admin endpoint"},
+	} {
+		if _, err := ptmx.Write([]byte(step.cmd + "\r")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(step.want)
+	}
+	cancel()
+	select {
+	case code := <-codec:
+		if code != 0 {
+			t.Fatalf("console exit %d: %s", code, errb.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("storegate console did not stop on cancel")
+	}
+}
