@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -236,8 +235,6 @@ func startRig(t *testing.T, mod func(*DeviceOptions)) *rig {
 	t.Cleanup(r.stop)
 	return r
 }
-
-var ansi = regexp.MustCompile(`\x1b`)
 
 // transcript makes terminal output readable and stable for a golden file.
 func transcript(s, dir string) string {

@@ -17,8 +17,10 @@ import (
 // DefaultName is the service's name (systemd unit storegate.service).
 const DefaultName = "storegate"
 
-// Actions are the verbs `storegate service` accepts.
-var Actions = []string{"install", "uninstall", "start", "stop", "restart", "status"}
+// Actions returns the verbs `storegate service` accepts.
+func Actions() []string {
+	return []string{"install", "uninstall", "start", "stop", "restart", "status"}
+}
 
 // Options describe the installed service.
 type Options struct {
@@ -141,7 +143,7 @@ func New(o Options, prg service.Interface) (service.Service, error) {
 // Control performs one of Actions and returns a line for the user.
 func Control(o Options, action string) (string, error) {
 	known := false
-	for _, a := range Actions {
+	for _, a := range Actions() {
 		known = known || a == action
 	}
 	if !known {
