@@ -363,6 +363,7 @@ type editor struct {
 	lastCR  bool // the previous byte was CR, so a following LF is not a new line
 	esc     int  // >0 while inside an escape sequence (bytes seen)
 	bracket bool // ESC [ seen: a CSI sequence ends with a byte in 0x40-0x7e
+	ss3     bool // ESC O seen: one more byte belongs to the sequence
 }
 
 // action is what one key asks the session to do.
@@ -380,15 +381,20 @@ func (e *editor) key(c byte) action {
 	wasCR := e.lastCR
 	e.lastCR = false
 	if e.esc > 0 {
+		// Swallow ESC x, ESC O x (SS3: F1-F4, keypad) and ESC [ ... final (CSI:
+		// arrows, function keys), bounded so noise cannot hold the editor.
 		e.esc++
 		switch {
 		case e.esc == 2 && c == '[':
 			e.bracket = true
 			return action{}
+		case e.esc == 2 && c == 'O':
+			e.ss3 = true
+			return action{}
 		case e.bracket && (c < 0x40 || c > 0x7e) && e.esc < maxEscape:
 			return action{}
 		}
-		e.esc, e.bracket = 0, false
+		e.esc, e.bracket, e.ss3 = 0, false, false
 		return action{}
 	}
 	switch c {
@@ -414,7 +420,7 @@ func (e *editor) key(c byte) action {
 		if e.over {
 			e.over = false
 			e.buf = e.buf[:0]
-			return action{echo: eol}
+			return action{cancel: true}
 		}
 		echo := strings.Repeat("\b \b", len(e.buf))
 		e.buf = e.buf[:0]
