@@ -460,7 +460,11 @@ func TestBackoff(t *testing.T) {
 
 func TestRetryAfterHonoured(t *testing.T) {
 	fixed := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	f := newFixture(t, true, func(o *Options) { o.Now = func() time.Time { return fixed } })
+	var mu sync.Mutex
+	now := fixed
+	f := newFixture(t, true, func(o *Options) {
+		o.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	})
 	f.rcv.setRespond(func(r *http.Request, n int) (int, http.Header) {
 		if n == 1 {
 			return 503, http.Header{"Retry-After": {"1"}}
@@ -477,6 +481,9 @@ func TestRetryAfterHonoured(t *testing.T) {
 	if st.State != "queued" || !st.NextAttempt.Equal(fixed.Add(time.Second)) {
 		t.Fatalf("after a 503 with Retry-After: 1: %+v", st)
 	}
+	mu.Lock()
+	now = now.Add(2 * time.Second)
+	mu.Unlock()
 	waitFor(t, "delivery", 10*time.Second, func() bool { return len(f.rcv.receipts()) == 1 })
 }
 
