@@ -148,8 +148,7 @@ func (s *Snapshot) CheckTarget(host string, port int) (origin string, literal bo
 	if !s.ports[port] {
 		return "", false, &Refusal{Reason: ReasonPort, Detail: fmt.Sprintf("%d", port)}
 	}
-	if a, perr := netip.ParseAddr(host); perr == nil {
-		a = a.Unmap()
+	if a, ok := parseIP(host); ok {
 		if o, ok := s.hosts.addrs[a]; ok {
 			return o, true, nil
 		}
@@ -161,10 +160,33 @@ func (s *Snapshot) CheckTarget(host string, port int) (origin string, literal bo
 	return "", false, &Refusal{Reason: ReasonHost, Detail: host}
 }
 
+// parseIP parses an IP literal without allocating for the common case of a
+// host name (netip.ParseAddr allocates its error).
+func parseIP(host string) (netip.Addr, bool) {
+	maybe := false
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; c == ':' {
+			maybe = true
+			break
+		} else if (c < '0' || c > '9') && c != '.' {
+			return netip.Addr{}, false
+		}
+		maybe = true
+	}
+	if !maybe {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
 // AllowRawTCP reports whether host may carry non-TLS bytes on an allowed port.
 func (s *Snapshot) AllowRawTCP(host string) bool {
-	if a, err := netip.ParseAddr(host); err == nil {
-		_, ok := s.rawTCP.addrs[a.Unmap()]
+	if a, ok := parseIP(host); ok {
+		_, ok := s.rawTCP.addrs[a]
 		return ok
 	}
 	_, ok := s.rawTCP.matchName(host)

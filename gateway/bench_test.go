@@ -1,0 +1,233 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/storegate/storegate/gateway/events"
+	"github.com/storegate/storegate/gateway/policy"
+)
+
+var benchHead = []byte("CONNECT abc.ods.opinsights.azure.com:443 HTTP/1.1\r\nHost: abc.ods.opinsights.azure.com:443\r\nUser-Agent: MMA/10.20\r\nProxy-Connection: Keep-Alive\r\n\r\n")
+
+func BenchmarkParseHead(b *testing.B) {
+	b.ReportAllocs()
+	var h requestHead
+	for i := 0; i < b.N; i++ {
+		if err := parseHead(benchHead, 64, &h); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := parseAuthority(h.target); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkPolicyDecision(b *testing.B) {
+	snap := policy.Default(time.Now())
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := snap.CheckTarget("abc.ods.opinsights.azure.com", 443); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestHotPathDoesNotAllocate guards the per-request parse and decision: they
+// must not start allocating as the code changes.
+func TestHotPathDoesNotAllocate(t *testing.T) {
+	var h requestHead
+	if n := testing.AllocsPerRun(200, func() {
+		_ = parseHead(benchHead, 64, &h)
+		_, _, _ = parseAuthority(h.target)
+	}); n != 0 {
+		t.Errorf("parseHead+parseAuthority allocate %.0f times per request", n)
+	}
+	snap := policy.Default(time.Now())
+	if n := testing.AllocsPerRun(200, func() {
+		_, _, _ = snap.CheckTarget("abc.ods.opinsights.azure.com", 443)
+	}); n != 0 {
+		t.Errorf("CheckTarget allocates %.0f times per decision", n)
+	}
+	if n := testing.AllocsPerRun(200, func() {
+		_, _ = policy.NormalizeHost("abc.ods.opinsights.azure.com")
+	}); n != 0 {
+		t.Errorf("NormalizeHost allocates %.0f times for a canonical name", n)
+	}
+}
+
+// benchGW runs a gateway with events written to a file, as in production.
+func benchGW(b *testing.B, port int) string {
+	b.Helper()
+	yaml := fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: 1\nadmin_address: off\nallowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\nlimits: {max_connections: 100000, max_connections_per_client: 100000}\n", port)
+	f, err := policy.Parse([]byte(yaml), "bench.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.ListenPort = 0
+	snap, _ := policy.Compile(f, []byte(yaml), "bench.yaml", time.Now())
+	ev, err := os.Create(filepath.Join(b.TempDir(), "events.jsonl"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := events.NewLog(ev, events.Options{})
+	srv := New(Config{Events: log})
+	if err := srv.Apply(snap); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		srv.Shutdown(ctx)
+		cancel()
+		log.Close()
+		ev.Close()
+	})
+	return srv.Addr("proxy").String()
+}
+
+// sourceServer writes zeros to every connection until it is closed, or (sink
+// mode) reads and discards everything.
+func sourceServer(b *testing.B, sink bool) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		buf := make([]byte, 256<<10)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if sink {
+					io.Copy(io.Discard, c)
+					return
+				}
+				for {
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func dialVia(b *testing.B, proxy string, port int) net.Conn {
+	target := fmt.Sprintf("127.0.0.1:%d", port)
+	if proxy == "" {
+		c, err := net.Dial("tcp", target)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\n\r\n", target)
+	// Read exactly the 39-byte answer so no tunnel byte is buffered.
+	resp := make([]byte, len("HTTP/1.1 200 Connection established\r\n\r\n"))
+	if _, err := io.ReadFull(c, resp); err != nil || !strings.HasPrefix(string(resp), "HTTP/1.1 200") {
+		b.Fatalf("CONNECT: %q %v", resp, err)
+	}
+	return c
+}
+
+// BenchmarkTunnelThroughput moves bulk data through one connection, directly
+// and through storegate, in both directions. Compare MB/s of the pairs.
+func BenchmarkTunnelThroughput(b *testing.B) {
+	const chunk = 1 << 20
+	for _, dir := range []string{"down", "up"} {
+		for _, via := range []string{"direct", "storegate"} {
+			b.Run(dir+"/"+via, func(b *testing.B) {
+				port := sourceServer(b, dir == "up")
+				proxy := ""
+				if via == "storegate" {
+					proxy = benchGW(b, port)
+				}
+				c := dialVia(b, proxy, port)
+				defer c.Close()
+				buf := make([]byte, 256<<10)
+				b.SetBytes(chunk)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if dir == "down" {
+						if _, err := io.ReadFull(c, buf[:0:0]); err != nil {
+							b.Fatal(err)
+						}
+						for got := 0; got < chunk; {
+							n, err := c.Read(buf)
+							if err != nil {
+								b.Fatal(err)
+							}
+							got += n
+						}
+					} else {
+						for sent := 0; sent < chunk; sent += len(buf) {
+							if _, err := c.Write(buf); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkConnectRate measures connection set-up to first upstream byte at
+// 32 concurrent clients: a TCP connect directly, or CONNECT, 200 and the
+// first byte through storegate.
+func BenchmarkConnectRate(b *testing.B) {
+	for _, via := range []string{"direct", "storegate"} {
+		b.Run(via, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() { c.Write([]byte{'!'}); io.Copy(io.Discard, c); c.Close() }()
+				}
+			}()
+			port := ln.Addr().(*net.TCPAddr).Port
+			proxy := ""
+			if via == "storegate" {
+				proxy = benchGW(b, port)
+			}
+			b.SetParallelism(16) // 32 clients on 2 cores
+			var once sync.Once
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				one := make([]byte, 1)
+				for pb.Next() {
+					c := dialVia(b, proxy, port)
+					if _, err := io.ReadFull(bufio.NewReaderSize(c, 16), one); err != nil {
+						once.Do(func() { b.Error(err) })
+					}
+					c.Close()
+				}
+			})
+		})
+	}
+}
