@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -93,7 +94,7 @@ func newReceiver(t testing.TB, cert tls.Certificate) *receiver {
 	t.Helper()
 	r := &receiver{t: t, handoff: make(chan net.Conn), count: map[string]int{}}
 	r.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
-	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 10 * time.Second}
+	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 	cl := &chanListener{ch: r.handoff, done: make(chan struct{})}
 	go r.srv.Serve(tls.NewListener(cl, r.tlsConf))
 	r.start("127.0.0.1:0")
@@ -105,7 +106,10 @@ func newReceiver(t testing.TB, cert tls.Certificate) *receiver {
 }
 
 func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
-	body, _ := io.ReadAll(req.Body)
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		return // the sender died mid-request: nothing was received
+	}
 	r.mu.Lock()
 	r.count[req.URL.Path]++
 	n := r.count[req.URL.Path]
