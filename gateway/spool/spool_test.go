@@ -336,7 +336,9 @@ func TestRetryAndDeadLetter(t *testing.T) {
 	if st.Status != 400 {
 		t.Fatalf("dead letter %+v", st)
 	}
-	var dl struct{ DeadLetters []DeadLetter `json:"dead_letters"` }
+	var dl struct {
+		DeadLetters []DeadLetter `json:"dead_letters"`
+	}
 	f.getJSON(PathDead, &dl)
 	if len(dl.DeadLetters) != 1 || dl.DeadLetters[0].ID != bad {
 		t.Fatalf("dead letters %+v", dl)

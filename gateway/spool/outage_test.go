@@ -1,0 +1,206 @@
+package spool
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/storegate/storegate/gateway/events"
+	"github.com/storegate/storegate/gateway/link"
+)
+
+// load submits messages from n sequential clients through the spool's HTTP
+// handler until stopped, and records what was acknowledged.
+type load struct {
+	stop  atomic.Bool
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	acked map[int][]string // client -> keys in submission order
+	total atomic.Int64
+	other atomic.Int64 // non-202 answers
+}
+
+func startLoad(t *testing.T, f *fixture, n int) *load {
+	l := &load{acked: map[int][]string{}}
+	for c := range n {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for seq := 0; !l.stop.Load() && seq < 100000; seq++ {
+				code, id, _ := f.submit(f.dest(fmt.Sprintf("/c%d", c)), []byte(fmt.Sprintf("c%d-%06d", c, seq)), nil)
+				if code != http.StatusAccepted {
+					l.other.Add(1)
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				l.mu.Lock()
+				l.acked[c] = append(l.acked[c], id)
+				l.mu.Unlock()
+				l.total.Add(1)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) finish() {
+	l.stop.Store(true)
+	l.wg.Wait()
+}
+
+// until waits for n more acknowledged submissions.
+func (l *load) until(t *testing.T, n int64) {
+	t.Helper()
+	target := l.total.Load() + n
+	waitFor(t, fmt.Sprintf("%d submissions", n), 20*time.Second, func() bool { return l.total.Load() >= target })
+}
+
+// TestOutages runs a steady submission load while the receiver is stopped,
+// restarted, black-holed and made to reset connections; nothing acknowledged
+// may be lost, the backoff stays bounded, and the backlog drains.
+func TestOutages(t *testing.T) {
+	f := newFixture(t, true, func(o *Options) {
+		o.AttemptTimeout = 300 * time.Millisecond
+		o.MaxBackoff = 100 * time.Millisecond
+	})
+	ld := startLoad(t, f, 4)
+	ld.until(t, 50)
+
+	checkBackoff := func(phase string) {
+		t.Helper()
+		waitFor(t, phase+": retries", 20*time.Second, func() bool { return f.sp.Status().Retries > 0 })
+		for _, d := range f.sp.Status().Destinations {
+			if !d.NextAttempt.IsZero() && time.Until(d.NextAttempt) > f.sp.opts.MaxBackoff {
+				t.Fatalf("%s: next attempt in %v, beyond MaxBackoff", phase, time.Until(d.NextAttempt))
+			}
+		}
+	}
+	phases := []struct {
+		name string
+		down func()
+	}{
+		{"stopped", func() { f.rcv.stop() }},
+		{"black-holed", func() { f.rcv.mode.Store(modeBlackhole); f.rcv.stop(); f.rcv.restart() }},
+		{"resetting", func() { f.rcv.mode.Store(modeReset); f.rcv.stop(); f.rcv.restart() }},
+	}
+	for _, ph := range phases {
+		before := f.sp.Status().Retries
+		ph.down()
+		ld.until(t, 100) // the load goes on: the spool keeps accepting
+		waitFor(t, ph.name+": failing attempts", 20*time.Second, func() bool { return f.sp.Status().Retries > before })
+		checkBackoff(ph.name)
+		waitFor(t, ph.name+": link down", 20*time.Second, func() bool { return f.link.State() == link.Down })
+		// Back to normal (restarted on the same port).
+		f.rcv.mode.Store(modeNormal)
+		f.rcv.stop()
+		f.rcv.restart()
+		ld.until(t, 50)
+		waitFor(t, ph.name+": link up", 20*time.Second, func() bool { return f.link.State() == link.Up })
+	}
+	ld.finish()
+	waitFor(t, "the backlog to drain", 60*time.Second, func() bool { return f.sp.Status().Depth == 0 })
+
+	seen := map[string]string{}
+	order := map[int][]string{}
+	for _, r := range f.rcv.receipts() {
+		if _, dup := seen[r.Key]; dup {
+			continue
+		}
+		seen[r.Key] = r.Body
+		var c int
+		fmt.Sscanf(r.Path, "/c%d", &c)
+		order[c] = append(order[c], r.Key)
+	}
+	for c, keys := range ld.acked {
+		for i, k := range keys {
+			if _, ok := seen[k]; !ok {
+				t.Fatalf("client %d: acknowledged message %d lost", c, i)
+			}
+		}
+		// First deliveries in submission order.
+		if got := strings.Join(order[c], ","); got != strings.Join(keys, ",") {
+			t.Fatalf("client %d: delivery order differs from submission order", c)
+		}
+	}
+	if f.ev.count(events.NetworkError) == 0 || f.ev.count(events.Info) == 0 {
+		t.Fatal("no link or delivery transition events")
+	}
+	t.Logf("%d acknowledged, %d answered otherwise, %d retries, all delivered in order", ld.total.Load(), ld.other.Load(), f.sp.Status().Retries)
+}
+
+// TestDiskFull runs the spool on a 2 MiB tmpfs: when it fills, submissions
+// get 503 with Retry-After; once delivery frees segments, they succeed
+// again without a restart, and every acknowledged message is delivered.
+func TestDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	mnt := filepath.Join(t.TempDir(), "tmpfs")
+	os.Mkdir(mnt, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(mnt, 0); err != nil {
+			exec.Command("umount", "-l", mnt).Run()
+		}
+	})
+	f := newFixture(t, false, func(o *Options) {
+		o.Dir = filepath.Join(mnt, "spool")
+		o.SegmentBytes = 64 << 10
+		o.Limits = Limits{MaxBytes: 64 << 20, MaxMessageBytes: 64 << 10} // the disk fills before the bound
+	})
+	body := []byte(strings.Repeat("d", 16<<10))
+	var acked []string
+	var lastCode int
+	var hdr http.Header
+	for i := 0; i < 1000; i++ {
+		code, id, h := f.submit(f.dest("/full"), body, nil)
+		if code != http.StatusAccepted {
+			lastCode, hdr = code, h
+			break
+		}
+		acked = append(acked, id)
+	}
+	if lastCode != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
+		t.Fatalf("disk full: status %d, Retry-After %q after %d messages", lastCode, hdr.Get("Retry-After"), len(acked))
+	}
+	if len(acked) < 50 {
+		t.Fatalf("only %d messages fit in 2 MiB", len(acked))
+	}
+	// Still full: still 503, and nothing breaks.
+	if code, _, _ := f.submit(f.dest("/full"), body, nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("second submission on a full disk: %d", code)
+	}
+	f.startRun()
+	waitFor(t, "submissions to succeed again", 30*time.Second, func() bool {
+		code, id, _ := f.submit(f.dest("/full"), body, nil)
+		if code == http.StatusAccepted {
+			acked = append(acked, id)
+			return true
+		}
+		return false
+	})
+	waitFor(t, "all acknowledged delivered", 30*time.Second, func() bool { return len(f.rcv.receipts()) >= len(acked) })
+	got := map[string]bool{}
+	for _, r := range f.rcv.receipts() {
+		got[r.Key] = true
+	}
+	for _, id := range acked {
+		if !got[id] {
+			t.Fatalf("acknowledged %s not delivered", id)
+		}
+	}
+	if f.sp.Status().Storage.WriteErrors == 0 {
+		t.Fatal("write errors not counted")
+	}
+	t.Logf("%d messages acknowledged around a full disk, all delivered", len(acked))
+}
