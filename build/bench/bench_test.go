@@ -494,7 +494,7 @@ func TestProxyMeasurementsThroughAProxy(t *testing.T) {
 	ms = append(ms, b.rate(ctx, s, 1, true)...)
 	ms = append(ms, b.tunnels(ctx, s, 1)...)
 	v := values(ms)
-	for _, metric := range []string{"rss_idle", "bulk_down_1", "bulk_tls_up_1", "rate_tls", "rss_20", "rss_50"} {
+	for _, metric := range []string{"rss_idle", "fds_idle", "bulk_down_1", "bulk_tls_up_1", "rate_tls", "rss_20", "rss_50"} {
 		if m, ok := v[metric]; !ok || !(m.Value > 0) || m.Errors != 0 {
 			t.Errorf("%s = %+v, want a positive figure and no errors", metric, m)
 		}

@@ -55,10 +55,13 @@ func connectHandshake(c net.Conn, target string, deadline time.Time) error {
 		m, err := c.Read(buf[n:])
 		n += m
 		if end := bytes.Index(buf[:n], []byte("\r\n\r\n")); end >= 0 {
+			if err := checkStatus(buf[:end]); err != nil {
+				return err
+			}
 			if end+4 != n {
 				return errors.New("proxy sent bytes after its CONNECT response")
 			}
-			return checkStatus(buf[:end])
+			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("reading CONNECT response: %w", err)

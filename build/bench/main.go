@@ -288,10 +288,17 @@ func (b *bench) runAll(ctx context.Context, l *launcher) ([]measurement, map[str
 				}
 				began := time.Now()
 				ms := t.run(s, rep)
-				fmt.Fprintf(b.progress, "rep %d/%d %-15s %-17s %5.1fs  %s\n", rep, b.opts.reps, t.name, s.name,
-					time.Since(began).Seconds(), summary(ms))
+				fds := ""
+				if n, err := openFDs(b.procRoot, s.pid()); err == nil {
+					fds = fmt.Sprintf("  [proxy fds %d]", n)
+				}
+				fmt.Fprintf(b.progress, "rep %d/%d %-15s %-17s %5.1fs  %s%s\n", rep, b.opts.reps, t.name, s.name,
+					time.Since(began).Seconds(), summary(ms), fds)
 				out = append(out, ms...)
 			}
+		}
+		for _, s := range subs {
+			out = append(out, b.leftover(s, rep)...)
 		}
 		for _, s := range subs {
 			s.stop(5 * time.Second)

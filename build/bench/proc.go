@@ -121,3 +121,9 @@ func sampleTree(procRoot string, pid int) (procSample, error) {
 	}
 	return s, nil
 }
+
+// openFDs counts the file descriptors the process pid holds.
+func openFDs(procRoot string, pid int) (int, error) {
+	ents, err := os.ReadDir(filepath.Join(procRoot, strconv.Itoa(pid), "fd"))
+	return len(ents), err
+}

@@ -118,6 +118,10 @@ func tableRows(levels []int) []row {
 			row{label: "  errors @" + l + ", TLS, inspect on", metric: "tunnel_errors_" + l, storegate: subjInspect, count: true},
 		)
 	}
+	rs = append(rs,
+		row{label: "fds still open 5 s after all tests", metric: "fds_leftover", storegate: subjStoregate, count: true},
+		row{label: "  with inspection on", metric: "fds_leftover", storegate: subjInspect, count: true},
+	)
 	rs = append(rs, row{label: "log/event bytes per tunnel (events on)", metric: "log_bytes_per_tunnel", storegate: subjStoregate})
 	rs = append(rs, row{label: "binary MiB (peers: executable only)", metric: "binary", storegate: subjStoregate})
 	return rs

@@ -37,6 +37,7 @@ type subject struct {
 
 	eventLog string       // the file its per-connection log or events go to
 	tunnels  atomic.Int64 // tunnels opened through it, for log bytes per tunnel
+	idleFDs  int          // descriptors it held idle, for the leak check
 
 	procID int           // the proxy's process id; 0 for direct or when skipped
 	cmd    *exec.Cmd     // set when we started the process
@@ -310,8 +311,9 @@ http_access deny all
 }
 
 // roundTrip opens a tunnel to target (TLS 1.3 inside when tlsConf is set),
-// exchanges one echoSize message and closes. When lat is set it receives the
-// CONNECT-to-200 time.
+// exchanges one echoSize message that asks the server to close, waits for
+// that close to come through the proxy and closes. When lat is set it
+// receives the CONNECT-to-200 time.
 func roundTrip(ctx context.Context, proxy, target string, tlsConf *tls.Config, deadline time.Time, lat *time.Duration) error {
 	c, d, err := dialTunnel(ctx, proxy, target, deadline)
 	if err != nil {
@@ -333,7 +335,7 @@ func roundTrip(ctx context.Context, proxy, target string, tlsConf *tls.Config, d
 		rw = tc
 	}
 	var msg, back [echoSize]byte
-	copy(msg[:], "storegate bench round trip......")
+	copy(msg[:], "Q storegate bench round trip...")
 	if _, err := rw.Write(msg[:]); err != nil {
 		return err
 	}
@@ -342,6 +344,9 @@ func roundTrip(ctx context.Context, proxy, target string, tlsConf *tls.Config, d
 	}
 	if back != msg {
 		return errors.New("echo mismatch")
+	}
+	if n, err := rw.Read(back[:1]); n != 0 || !errors.Is(err, io.EOF) {
+		return fmt.Errorf("the upstream's close did not come through the proxy (read %d, %v)", n, err)
 	}
 	return nil
 }

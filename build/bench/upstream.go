@@ -25,6 +25,13 @@ const (
 // echoSize is the size of the small request and response of a round trip.
 const echoSize = 32
 
+// echoQuit as a message's first byte asks the echo server to close after its
+// reply. The server then closes first, so TIME_WAIT lands on the listening
+// side and thousands of round trips a second do not use up the ephemeral
+// ports that every later connection to the same upstream needs.
+const echoQuit = 'Q'
+
+
 // upstream is the local destination every subject tunnels to: a bulk
 // source/sink and an echo server, each plain and in TLS 1.3, all on loopback.
 type upstream struct {
@@ -32,6 +39,7 @@ type upstream struct {
 
 	received  atomic.Int64 // bytes the bulk sink has read
 	echoConns atomic.Int64 // open echo connections (plain and TLS)
+	echoSet   map[net.Conn]struct{}
 	clientTLS *tls.Config  // trusts the server's certificate; TLS 1.3 only, no resumption
 
 	mu     sync.Mutex
@@ -46,7 +54,7 @@ func startUpstream() (*upstream, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &upstream{conns: map[net.Conn]struct{}{}, clientTLS: clientTLS}
+	u := &upstream{conns: map[net.Conn]struct{}{}, echoSet: map[net.Conn]struct{}{}, clientTLS: clientTLS}
 	lns := make([]net.Listener, 0, 4)
 	for range 4 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -138,10 +146,18 @@ func (u *upstream) handleBulk(c net.Conn) {
 }
 
 // handleEcho answers every echoSize bytes with the same bytes until the
-// client closes; an idle tunnel simply waits here.
+// client closes or asks it to (echoQuit); an idle tunnel simply waits here.
 func (u *upstream) handleEcho(c net.Conn) {
 	u.echoConns.Add(1)
-	defer u.echoConns.Add(-1)
+	u.mu.Lock()
+	u.echoSet[c] = struct{}{}
+	u.mu.Unlock()
+	defer func() {
+		u.mu.Lock()
+		delete(u.echoSet, c)
+		u.mu.Unlock()
+		u.echoConns.Add(-1)
+	}()
 	var buf [echoSize]byte
 	for {
 		if _, err := io.ReadFull(c, buf[:]); err != nil {
@@ -150,6 +166,19 @@ func (u *upstream) handleEcho(c net.Conn) {
 		if _, err := c.Write(buf[:]); err != nil {
 			return
 		}
+		if buf[0] == echoQuit {
+			return // the caller closes the connection
+		}
+	}
+}
+
+// closeEcho closes every open echo connection from the server side, so a
+// test's idle tunnels end with the upstream closing first (see echoQuit).
+func (u *upstream) closeEcho() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for c := range u.echoSet {
+		c.Close()
 	}
 }
 
