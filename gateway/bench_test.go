@@ -68,7 +68,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 // benchGW runs a gateway with events written to a file, as in production.
 func benchGW(b *testing.B, port int) string {
 	b.Helper()
-	yaml := fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: 1\nadmin_address: off\nallowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\nlimits: {max_connections: 100000, max_connections_per_client: 100000}\n", port)
+	yaml := fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: 1\nadmin_address: off\nallowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: false}\nlimits: {max_connections: 100000, max_connections_per_client: 100000}\n", port)
 	f, err := policy.Parse([]byte(yaml), "bench.yaml")
 	if err != nil {
 		b.Fatal(err)

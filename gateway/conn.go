@@ -13,6 +13,7 @@ import (
 
 	"github.com/storegate/storegate/gateway/events"
 	"github.com/storegate/storegate/gateway/policy"
+	"github.com/storegate/storegate/gateway/tlspeek"
 )
 
 // clientConn is one accepted connection, tracked from accept to close so that
@@ -21,6 +22,9 @@ import (
 type clientConn struct {
 	c      net.Conn
 	client netip.AddrPort
+	// certOK: the client authenticated on the TLS listener with a certificate
+	// whose subject is allowed; tunnels then need no second check inside.
+	certOK bool
 
 	mu     sync.Mutex
 	up     net.Conn
@@ -109,14 +113,11 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 	lim := snap.File.Limits
 	_ = c.SetReadDeadline(s.cfg.Now().Add(lim.HeaderTimeout.D()))
 
-	var clientSubject string
 	if viaTLS {
-		tc, err := s.tlsHandshake(cc, snap)
-		if err != nil {
+		if err := s.tlsHandshake(cc, snap); err != nil {
 			_ = c.Close()
 			return
 		}
-		clientSubject = tc
 	}
 
 	bp := headBufs.Get().(*[]byte)
@@ -163,7 +164,7 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	s.connect(cc, snap, host, port, target, early, clientSubject)
+	s.connect(cc, snap, host, port, target, early)
 }
 
 // readHead reads until the end of the request head. It returns the buffer
@@ -225,7 +226,7 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 }
 
 // connect decides, dials and runs one tunnel.
-func (s *Server) connect(cc *clientConn, snap *policy.Snapshot, host string, port int, target string, early []byte, clientSubject string) {
+func (s *Server) connect(cc *clientConn, snap *policy.Snapshot, host string, port int, target string, early []byte) {
 	start := s.cfg.Now()
 	origin, literal, err := snap.CheckTarget(host, port)
 	if err != nil {
@@ -252,24 +253,23 @@ func (s *Server) connect(cc *clientConn, snap *policy.Snapshot, host string, por
 		cc.closeBoth()
 		return
 	}
-	if len(early) > 0 {
+	var hsUp, hsDown int64
+	if policy.On(snap.File.TLS.Inspect, true) {
+		var ok bool
+		if hsUp, hsDown, ok = s.inspect(cc, up, snap, host, port, early); !ok {
+			cc.closeBoth()
+			return
+		}
+	} else if len(early) > 0 {
 		if _, err := up.Write(early); err != nil {
 			cc.closeBoth()
 			return
 		}
+		hsUp = int64(len(early))
 	}
-	info := TunnelInfo{Client: cc.client, Host: host, Port: port, Policy: snap, ClientCN: clientSubject}
-	if s.cfg.Inspect != nil && policy.On(snap.File.TLS.Inspect, true) {
-		ictx, icancel := context.WithTimeout(context.Background(), snap.File.TLS.HandshakeTimeout.D())
-		err := s.cfg.Inspect(ictx, &info, cc.c, up)
-		icancel()
-		if err != nil {
-			s.stats.rejections.Add(1)
-			cc.closeBoth()
-			return
-		}
-	}
-	upB, downB := s.pipe(cc, up, len(early))
+	upB, downB := s.pipe(cc, up)
+	upB += hsUp
+	downB += hsDown
 	if policy.On(snap.File.Events.Tunnels, true) {
 		s.emit.Emit(events.ConnectReceived, "tunnel closed",
 			events.Str(events.KeyClient, cc.client.String()),
@@ -285,54 +285,36 @@ func (s *Server) connect(cc *clientConn, snap *policy.Snapshot, host string, por
 
 // tlsHandshake completes the TLS listener's handshake and checks the client
 // certificate's subject against allowed_client_certificates.
-func (s *Server) tlsHandshake(cc *clientConn, snap *policy.Snapshot) (string, error) {
+func (s *Server) tlsHandshake(cc *clientConn, snap *policy.Snapshot) error {
 	cfg := s.tlsCfg.Load()
 	if cfg == nil {
-		return "", errors.New("no TLS configuration")
+		return errors.New("no TLS configuration")
 	}
 	tc := tls.Server(cc.c, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), snap.File.Limits.HeaderTimeout.D())
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		s.stats.rejections.Add(1)
-		s.countRefusal("tls handshake")
+		s.countRefusal("tls listener: handshake")
 		s.emit.Emit(events.NotAllowed, "TLS listener handshake failed",
 			events.Str(events.KeyClient, cc.client.String()), events.Str(events.KeyError, err.Error()))
-		return "", err
+		return err
 	}
-	subject := ""
 	if st := tc.ConnectionState(); len(st.PeerCertificates) > 0 {
-		subject = st.PeerCertificates[0].Subject.String()
-		if list := snap.File.AllowedClientCertificates; len(list) > 0 && !SubjectAllowed(st.PeerCertificates[0].Subject.String(), st.PeerCertificates[0].Subject.CommonName, list) {
+		crt := st.PeerCertificates[0]
+		subj := snap.ClientSubjects()
+		seen := &tlspeek.ClientCert{Subject: crt.Subject.String(), CommonName: crt.Subject.CommonName, Issuer: crt.Issuer.String()}
+		if _, ok := subj.Match(seen); subj.Len() > 0 && !ok {
 			s.stats.rejections.Add(1)
-			s.countRefusal("client certificate")
-			s.emit.Emit(events.NotAllowed, "client certificate not allowed",
-				events.Str(events.KeyClient, cc.client.String()), events.Str(events.KeySubject, subject))
-			_, _ = io.WriteString(tc, "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 31\r\n\r\nclient certificate not allowed\n")
-			return "", errors.New("client certificate not allowed")
+			s.countRefusal("tls listener: client certificate")
+			s.emit.Emit(events.NotAllowed, "client certificate not allowed: "+seen.Subject,
+				events.Str(events.KeyClient, cc.client.String()), events.Str(events.KeySubject, seen.Subject))
+			const body = "client certificate not allowed\n"
+			_, _ = io.WriteString(tc, "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 31\r\n\r\n"+body)
+			return errors.New("client certificate not allowed")
 		}
+		cc.certOK = subj.Len() > 0
 	}
 	cc.c = tc
-	return subject, nil
-}
-
-// SubjectAllowed compares a certificate subject against the allowed list.
-// An entry matches when it equals the RFC 4514 form of the subject
-// (crypto/x509's Name.String, e.g. "CN=pos-0001,O=Contoso"), the same
-// attributes in the reverse order, or, for an entry of the form "CN=name" or a
-// bare "name", the common name alone. Comparison ignores case and spaces
-// around separators.
-func SubjectAllowed(dn, cn string, allowed []string) bool {
-	norm := normDN(dn)
-	rev := reverseDN(norm)
-	for _, a := range allowed {
-		na := normDN(a)
-		if na == norm || na == rev {
-			return true
-		}
-		if cn != "" && (equalFoldStr(na, "cn="+cn) || equalFoldStr(a, cn)) {
-			return true
-		}
-	}
-	return false
+	return nil
 }

@@ -130,30 +130,3 @@ func (r *replayConn) Read(b []byte) (int, error) {
 	}
 	return r.Conn.Read(b)
 }
-
-// normDN lower-cases a distinguished name and removes spaces around its
-// separators, so "CN=a, O=b" equals "cn=a,o=b".
-func normDN(dn string) string {
-	parts := strings.Split(dn, ",")
-	for i, p := range parts {
-		k, v, ok := strings.Cut(p, "=")
-		if !ok {
-			parts[i] = strings.ToLower(strings.TrimSpace(p))
-			continue
-		}
-		parts[i] = strings.ToLower(strings.TrimSpace(k)) + "=" + strings.ToLower(strings.TrimSpace(v))
-	}
-	return strings.Join(parts, ",")
-}
-
-func reverseDN(dn string) string {
-	parts := strings.Split(dn, ",")
-	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
-		parts[i], parts[j] = parts[j], parts[i]
-	}
-	return strings.Join(parts, ",")
-}
-
-func equalFoldStr(a, b string) bool {
-	return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
-}

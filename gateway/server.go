@@ -37,20 +37,6 @@ type Link interface {
 	Observe(err error)
 }
 
-// Inspector reads the TLS handshake inside a new tunnel before the plain copy
-// starts (package gateway/tlspeek). It forwards every byte it reads. A non-nil
-// error closes the tunnel; the Inspector has emitted its own event.
-type Inspector func(ctx context.Context, t *TunnelInfo, client, upstream net.Conn) error
-
-// TunnelInfo describes a tunnel to hooks and in events.
-type TunnelInfo struct {
-	Client   netip.AddrPort
-	Host     string // canonical host of the CONNECT
-	Port     int
-	Policy   *policy.Snapshot
-	ClientCN string // subject of the client certificate on the TLS listener, if any
-}
-
 // Config is what a Server is built from. Nil fields have the defaults noted.
 type Config struct {
 	Version  string
@@ -59,7 +45,6 @@ type Config struct {
 	Dialer   Dialer           // nil: a net.Dialer with keep-alive
 	Now      func() time.Time // nil: time.Now
 	Link     Link             // nil: the link is always up
-	Inspect  Inspector        // nil: no TLS inspection
 	// Spool serves /spool/v1/ on the proxy listener; nil answers 404 there.
 	Spool http.Handler
 	// SpoolMetrics writes the spool's and link's series into /metrics.

@@ -6,7 +6,7 @@ import (
 )
 
 // pipe copies bytes both ways until both directions have ended, and returns
-// the byte counts (up: client to target, including early bytes already sent).
+// the byte counts (up: client to target).
 //
 // Each direction is a plain io.Copy between the two connections. When both are
 // *net.TCPConn, io.Copy reaches (*TCPConn).ReadFrom, which on Linux moves the
@@ -15,7 +15,7 @@ import (
 // connections here. One direction runs on the connection's own goroutine, the
 // other on one more; a direction that reaches EOF half-closes its peer, so
 // TCP half-close passes through in both directions.
-func (s *Server) pipe(cc *clientConn, up net.Conn, early int) (upBytes, downBytes int64) {
+func (s *Server) pipe(cc *clientConn, up net.Conn) (upBytes, downBytes int64) {
 	client := cc.c
 	done := make(chan int64, 1)
 	go func() {
@@ -34,7 +34,7 @@ func (s *Server) pipe(cc *clientConn, up net.Conn, early int) (upBytes, downByte
 	} else {
 		_ = closeWrite(client)
 	}
-	upBytes = <-done + int64(early)
+	upBytes = <-done
 	cc.closeBoth()
 	s.stats.bytesUp.Add(uint64(upBytes))
 	s.stats.bytesDown.Add(uint64(downBytes))

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/storegate/storegate/gateway/tlspeek"
 )
 
 // Snapshot is a compiled, immutable policy. Request handling reads it through
@@ -25,6 +27,7 @@ type Snapshot struct {
 	networks []netip.Prefix
 	minTLS   uint16
 	password string // relay password, resolved from password_file; never printed
+	subjects *tlspeek.Subjects
 }
 
 // HostOrigin says where an allowed host entry came from.
@@ -72,6 +75,11 @@ func Compile(f *File, data []byte, source string, now time.Time) (*Snapshot, err
 		p, _ := parseNetwork(n)
 		s.networks = append(s.networks, p)
 	}
+	subj, err := tlspeek.ParseSubjects(f.AllowedClientCertificates)
+	if err != nil {
+		return nil, &Error{File: source, Key: "allowed_client_certificates", Msg: err.Error()}
+	}
+	s.subjects = subj
 	s.password = f.RelayProxy.Password
 	if pf := f.RelayProxy.PasswordFile; pf != "" {
 		b, err := os.ReadFile(pf)
@@ -107,6 +115,9 @@ func Load(path string, now time.Time) (*Snapshot, error) {
 
 // RelayPassword returns the relay password. Callers must not log it.
 func (s *Snapshot) RelayPassword() string { return s.password }
+
+// ClientSubjects is the compiled allowed_client_certificates list.
+func (s *Snapshot) ClientSubjects() *tlspeek.Subjects { return s.subjects }
 
 // MinTLSVersion is the lowest TLS version allowed inside tunnels.
 func (s *Snapshot) MinTLSVersion() uint16 { return s.minTLS }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/storegate/storegate/gateway/tlspeek"
 )
 
 // Defaults of the keys a policy may leave out. They suit a small store box.
@@ -75,8 +77,12 @@ func (f *File) validate() Errors {
 		}
 	}
 	for i, s := range f.AllowedClientCertificates {
-		if strings.TrimSpace(s) == "" {
-			bad(fmt.Sprintf("allowed_client_certificates[%d]", i), s, "empty subject")
+		if _, err := tlspeek.ParseSubjects([]string{s}); err != nil || strings.TrimSpace(s) == "" {
+			msg := "empty subject"
+			if err != nil {
+				msg = err.Error()
+			}
+			bad(fmt.Sprintf("allowed_client_certificates[%d]", i), s, "%s; write CN=name,O=org or a bare common name", msg)
 		}
 	}
 	es = append(es, f.RelayProxy.validate()...)

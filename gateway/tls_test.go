@@ -1,0 +1,231 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/storegate/storegate/gateway/events"
+)
+
+// tlsOverTunnel opens a CONNECT tunnel and runs a TLS client inside it.
+func tlsOverTunnel(t *testing.T, proxy, target string, cfg *tls.Config) (*tls.Conn, error) {
+	t.Helper()
+	c, br, status := rawConnect(t, proxy, "CONNECT "+target+" HTTP/1.1\r\n\r\n")
+	if status != "HTTP/1.1 200 Connection established" {
+		t.Fatalf("CONNECT %s: %q", target, status)
+	}
+	br.ReadString('\n')
+	tc := tls.Client(c, cfg)
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	return tc, tc.Handshake()
+}
+
+func TestTLSInspectionDecisions(t *testing.T) {
+	pki := newPKI(t, "tls.example", "other.example")
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pki.cert}, MinVersion: tls.VersionTLS10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	gw := startGW(t, fmt.Sprintf("allowed_hosts: [tls.example]\nallowed_ports: [%d]\nallowed_networks: [127.0.0.1/32]\n", port),
+		func(c *Config) { c.Resolver = mapResolver{"tls.example": {"127.0.0.1"}} })
+	target := fmt.Sprintf("tls.example:%d", port)
+
+	t.Run("TLS 1.3 verified", func(t *testing.T) {
+		tc, err := tlsOverTunnel(t, gw.addr, target, &tls.Config{ServerName: "tls.example", RootCAs: pki.pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(tc, "ping")
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(tc, b); err != nil || string(b) != "ping" {
+			t.Fatalf("echo %q %v", b, err)
+		}
+		tc.Close()
+		e := gw.rec.waitFor(t, events.TLSVerified, nil)
+		if e.fields[events.KeySNI] != "tls.example" || !strings.Contains(e.fields[events.KeyTLSVersion], "1.3") {
+			t.Fatalf("event 107 fields %v", e.fields)
+		}
+	})
+	t.Run("TLS 1.1 refused", func(t *testing.T) {
+		_, err := tlsOverTunnel(t, gw.addr, target, &tls.Config{ServerName: "tls.example", RootCAs: pki.pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+		if err == nil {
+			t.Fatal("TLS 1.1 handshake succeeded through the gateway")
+		}
+		gw.rec.waitFor(t, events.TLSVersion, nil)
+	})
+	t.Run("SNI mismatch refused", func(t *testing.T) {
+		tc, err := tlsOverTunnel(t, gw.addr, target, &tls.Config{ServerName: "other.example", RootCAs: pki.pool})
+		if err == nil {
+			// The server's first flight may have passed before the decision;
+			// the tunnel is closed right after it, so no data gets through.
+			io.WriteString(tc, "ping")
+			if _, err := io.ReadFull(tc, make([]byte, 4)); err == nil {
+				t.Fatal("domain-fronted tunnel carried data")
+			}
+		}
+		gw.rec.waitFor(t, events.NotAllowed, map[string]string{events.KeySNI: "other.example"})
+	})
+	t.Run("not TLS", func(t *testing.T) {
+		c, br, _ := rawConnect(t, gw.addr, "CONNECT "+target+" HTTP/1.1\r\n\r\n")
+		br.ReadString('\n')
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: tls.example\r\n\r\n")
+		if b, _ := io.ReadAll(br); len(b) != 0 {
+			t.Fatalf("got %q back from a non-TLS tunnel", b)
+		}
+		gw.rec.waitFor(t, events.TLSParse, nil)
+	})
+	if c := gw.srv.Counters(); c.Rejections < 3 {
+		t.Fatalf("TLS validation failures not counted as rejections: %+v", c)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// regionalGW runs a gateway with a TLS listener that requires client
+// certificates from pki's CA and allows the given subjects.
+func regionalGW(t *testing.T, pki *testPKI, upstreamPort int, subjects string) (*testGW, string) {
+	t.Helper()
+	tlsPort := freePort(t)
+	gw := startGW(t, fmt.Sprintf(`allowed_hosts: [cloud.example]
+allowed_ports: [%d]
+allowed_networks: [127.0.0.1/32]
+allowed_client_certificates: [%s]
+tls_listener: {port: %d, cert_file: %q, key_file: %q, client_ca_file: %q}
+`, upstreamPort, subjects, tlsPort, pki.crtFile, pki.keyFile, pki.caFile),
+		func(c *Config) { c.Resolver = mapResolver{"cloud.example": {"127.0.0.1"}} })
+	return gw, gw.srv.Addr("tls").String()
+}
+
+func TestTLSListenerWithClientCertificates(t *testing.T) {
+	pki := newPKI(t, "127.0.0.1", "cloud.example")
+	upstream := tlsUpstream(t, pki, "through the HTTPS proxy")
+	gw, tlsAddr := regionalGW(t, pki, upstream, `"CN=store-0001,O=Contoso"`)
+	good, goodCrt, goodKey := pki.issue(t, pkix.Name{CommonName: "store-0001", Organization: []string{"Contoso"}}, nil, true)
+	bad, _, _ := pki.issue(t, pkix.Name{CommonName: "intruder", Organization: []string{"Contoso"}}, nil, true)
+
+	get := func(cert *tls.Certificate) (string, error) {
+		cfg := &tls.Config{RootCAs: pki.pool}
+		if cert != nil {
+			cfg.Certificates = []tls.Certificate{*cert}
+		}
+		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			Proxy: http.ProxyURL(mustURL("https://" + tlsAddr)), TLSClientConfig: cfg, DisableKeepAlives: true,
+		}}
+		resp, err := client.Get(fmt.Sprintf("https://cloud.example:%d/", upstream))
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), nil
+	}
+	if body, err := get(&good); err != nil || body != "through the HTTPS proxy" {
+		t.Fatalf("allowed store: %q %v", body, err)
+	}
+	if _, err := get(&bad); err == nil {
+		t.Fatal("a certificate with a subject not on the list got through")
+	}
+	gw.rec.waitFor(t, events.NotAllowed, map[string]string{events.KeySubject: "CN=intruder,O=Contoso"})
+	if _, err := get(nil); err == nil {
+		t.Fatal("a client without a certificate got through")
+	}
+
+	// curl speaks HTTPS to the proxy, with its client certificate.
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Fatal("curl is required (make test-deps installs it)")
+	}
+	out, err := exec.Command(curl, "-sS", "--max-time", "10",
+		"--proxy", "https://"+tlsAddr, "--proxy-cacert", pki.caFile, "--proxy-cert", goodCrt, "--proxy-key", goodKey,
+		"--cacert", pki.caFile, fmt.Sprintf("https://cloud.example:%d/", upstream)).CombinedOutput()
+	if err != nil || string(out) != "through the HTTPS proxy" {
+		t.Fatalf("curl --proxy https://: %v: %s", err, out)
+	}
+	// The plain listener runs beside the TLS one.
+	if _, _, status := rawConnect(t, gw.addr, fmt.Sprintf("CONNECT cloud.example:%d HTTP/1.1\r\n\r\n", upstream)); status != "HTTP/1.1 200 Connection established" {
+		t.Fatalf("plain listener: %q", status)
+	}
+}
+
+func TestStoreToRegionalOverMutualTLS(t *testing.T) {
+	pki := newPKI(t, "127.0.0.1", "cloud.example")
+	upstream := tlsUpstream(t, pki, "terminal -> store -> regional -> cloud")
+	_, tlsAddr := regionalGW(t, pki, upstream, `"CN=store-0001,O=Contoso"`)
+	_, crt, key := pki.issue(t, pkix.Name{CommonName: "store-0001", Organization: []string{"Contoso"}}, nil, true)
+	_, badCrt, badKey := pki.issue(t, pkix.Name{CommonName: "store-9999", Organization: []string{"Contoso"}}, nil, true)
+
+	storePolicy := func(crt, key string) string {
+		return fmt.Sprintf("allowed_hosts: [cloud.example]\nallowed_ports: [%d]\nrelay_proxy: {address: \"https://%s\", client_cert_file: %q, client_key_file: %q, ca_file: %q}\n",
+			upstream, tlsAddr, crt, key, pki.caFile)
+	}
+	store := startGW(t, storePolicy(crt, key), func(c *Config) { c.Resolver = mapResolver{} })
+	resp, err := proxyClient(store.addr, pki.pool).Get(fmt.Sprintf("https://cloud.example:%d/", upstream))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "terminal -> store -> regional -> cloud" {
+		t.Fatalf("body %q", b)
+	}
+
+	// A store whose certificate the regional gateway does not accept.
+	intruder := startGW(t, storePolicy(badCrt, badKey), func(c *Config) { c.Resolver = mapResolver{} })
+	_, _, status := rawConnect(t, intruder.addr, fmt.Sprintf("CONNECT cloud.example:%d HTTP/1.1\r\n\r\n", upstream))
+	if status != "HTTP/1.1 502 Bad Gateway" {
+		t.Fatalf("store with a refused certificate: %q", status)
+	}
+	intruder.rec.waitFor(t, events.NetworkError, nil)
+}
+
+func TestOpenSSLThroughProxy(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatal("openssl is required (make test-deps installs it)")
+	}
+	pki := newPKI(t, "tls.example")
+	port := tlsUpstream(t, pki, "x")
+	gw := startGW(t, fmt.Sprintf("allowed_hosts: [tls.example]\nallowed_ports: [%d]\nallowed_networks: [127.0.0.1/32]\n", port),
+		func(c *Config) { c.Resolver = mapResolver{"tls.example": {"127.0.0.1"}} })
+	for _, c := range []struct {
+		flag string
+		ok   bool
+		id   events.ID
+	}{{"-tls1_3", true, events.TLSVerified}, {"-tls1_2", true, events.TLSVerified}} {
+		cmd := exec.Command(openssl, "s_client", "-proxy", gw.addr, "-connect", fmt.Sprintf("tls.example:%d", port),
+			"-servername", "tls.example", "-CAfile", pki.caFile, "-verify_return_error", c.flag)
+		cmd.Stdin = strings.NewReader("Q\n")
+		out, err := cmd.CombinedOutput()
+		if (err == nil) != c.ok || !strings.Contains(string(out), "Verify return code: 0") {
+			t.Fatalf("openssl %s: %v\n%s", c.flag, err, out)
+		}
+		gw.rec.waitFor(t, c.id, map[string]string{events.KeySNI: "tls.example"})
+	}
+}
