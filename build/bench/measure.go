@@ -305,6 +305,9 @@ func (b *bench) tunnels(ctx context.Context, s *subject, rep int) []measurement 
 		if len(conns) > 0 {
 			perKiB = float64(ps.rssKiB-before.rssKiB) / float64(len(conns))
 		}
+		if fds, err := openFDs(b.procRoot, s.pid()); err == nil && len(conns) > 0 {
+			out = append(out, b.m(rep, s, "tunnel_fds_"+l, "count", float64(fds-s.idleFDs)/float64(len(conns)), 0))
+		}
 		dead := b.checkSample(ctx, conns, 50)
 		out = append(out,
 			b.m(rep, s, "rss_"+l, "MiB", float64(ps.rssKiB)/1024, errs),

@@ -114,6 +114,7 @@ func tableRows(levels []int) []row {
 			row{label: "RSS with " + l + " idle tunnels MiB", metric: "rss_" + l, storegate: subjStoregate},
 			row{label: "  KiB per tunnel @" + l, metric: "tunnel_kib_" + l, storegate: subjStoregate},
 			row{label: "  errors @" + l, metric: "tunnel_errors_" + l, storegate: subjStoregate, count: true},
+			row{label: "  fds per tunnel @" + l, metric: "tunnel_fds_" + l, storegate: subjStoregate},
 			row{label: "  KiB per tunnel @" + l + ", TLS, inspect on", metric: "tunnel_kib_" + l, storegate: subjInspect},
 			row{label: "  errors @" + l + ", TLS, inspect on", metric: "tunnel_errors_" + l, storegate: subjInspect, count: true},
 		)
