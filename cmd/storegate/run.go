@@ -12,8 +12,13 @@ import (
 	"github.com/storegate/storegate/gateway/policy"
 )
 
-// cmdRun runs the gateway in the foreground until SIGINT or SIGTERM.
+// cmdRun runs the gateway in the foreground until SIGINT or SIGTERM (or the
+// service manager's stop request).
 func cmdRun(ctx context.Context, args []string, s stdio) int {
+	return runUnderServiceManager(ctx, func(ctx context.Context) int { return runGateway(ctx, args, s) })
+}
+
+func runGateway(ctx context.Context, args []string, s stdio) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(s.Err)
 	policyPath := fs.String("policy", "", "policy file (default: the embedded default policy)")
@@ -53,7 +58,13 @@ func cmdRun(ctx context.Context, args []string, s stdio) int {
 	if *consoleDev != "" {
 		dev = *consoleDev
 	}
-	_ = dev // the serial console is started here once device/console lands
+	var consoleDone <-chan struct{}
+	if dev != "" {
+		consoleDone, err = startConsole(ctx, dev, snap.File.Console.Baud, newConsoleProvider(srv, log), log)
+		if err != nil {
+			log.Emit(events.BadConfig, err.Error(), events.Str(events.KeyKey, "console.baud"))
+		}
+	}
 
 	<-ctx.Done()
 	grace := srv.Policy().File.Limits.ShutdownGrace.D()
@@ -61,6 +72,12 @@ func cmdRun(ctx context.Context, args []string, s stdio) int {
 	start := time.Now()
 	cut := srv.Shutdown(sctx)
 	cancel()
+	if consoleDone != nil {
+		select { // a serial line stuck in a read must not hold up the stop
+		case <-consoleDone:
+		case <-time.After(2 * time.Second):
+		}
+	}
 	log.Emit(events.Stopped, "storegate stopped",
 		events.Int("tunnels_cut", int64(cut)),
 		events.Int(events.KeyDurationMS, time.Since(start).Milliseconds()))
