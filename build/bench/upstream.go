@@ -31,7 +31,6 @@ const echoSize = 32
 // ports that every later connection to the same upstream needs.
 const echoQuit = 'Q'
 
-
 // upstream is the local destination every subject tunnels to: a bulk
 // source/sink and an echo server, each plain and in TLS 1.3, all on loopback.
 type upstream struct {
@@ -40,7 +39,7 @@ type upstream struct {
 	received  atomic.Int64 // bytes the bulk sink has read
 	echoConns atomic.Int64 // open echo connections (plain and TLS)
 	echoSet   map[net.Conn]struct{}
-	clientTLS *tls.Config  // trusts the server's certificate; TLS 1.3 only, no resumption
+	clientTLS *tls.Config // trusts the server's certificate; TLS 1.3 only, no resumption
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
