@@ -143,4 +143,3 @@ func cmdPolicy(_ context.Context, args []string, s stdio) int {
 	fmt.Fprintf(s.Err, "storegate policy: unknown subcommand %q\n", args[0])
 	return 2
 }
-
