@@ -7,7 +7,7 @@ BENCH_FLAGS ?=
 REPS        ?=
 QUICK       ?=
 
-.PHONY: bench-peers bench-deps
+.PHONY: bench-peers bench-deps bench-compare
 
 bench-deps: ## install tinyproxy and squid for bench-peers (as root) and stop their services
 	@build/bench-deps.sh
@@ -22,3 +22,7 @@ bench-peers: bench-deps ## storegate vs direct, tinyproxy and squid side by side
 	set -x; build/out/storegate-bench -storegate "$$sg" \
 		-out build/out/bench-$$(date -u +%Y%m%dT%H%M%SZ).jsonl \
 		$(if $(QUICK),-quick) $(if $(REPS),-reps $(REPS)) $(BENCH_FLAGS)
+
+bench-compare: ## medians of two bench-peers runs side by side: OLD=a.jsonl NEW=b.jsonl
+	@test -n "$(OLD)" -a -n "$(NEW)" || { echo "usage: make bench-compare OLD=build/out/bench-A.jsonl NEW=build/out/bench-B.jsonl" >&2; exit 2; }
+	$(GO) run ./build/bench compare $(OLD) $(NEW)

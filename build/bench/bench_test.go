@@ -582,3 +582,41 @@ func TestTargets(t *testing.T) {
 		t.Errorf("targets output:\n%s", buf.String())
 	}
 }
+
+func TestCompareReadsMedianLines(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, v float64) string {
+		t.Helper()
+		ms := []measurement{
+			{Subject: "storegate", Metric: "rate_plain", Value: v, Unit: "conn/s", Stat: "sample", Rep: 1},
+			{Subject: "storegate", Metric: "rate_plain", Value: v, Unit: "conn/s", Stat: "median"},
+			{Subject: "squid", Metric: "tunnel_kib_1000", Value: math.NaN(), Unit: "KiB", Stat: "median"},
+		}
+		p := filepath.Join(dir, name)
+		if err := writeResults(p, map[string]string{"machine": "test"}, ms); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	old, cur := write("old.jsonl", 1000), write("new.jsonl", 1500)
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"compare", old, cur}, &out, &errOut, time.Now); code != 0 {
+		t.Fatalf("compare exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "rate_plain") || !strings.Contains(out.String(), "1.50x") {
+		t.Errorf("compare output:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "tunnel_kib_1000") {
+		t.Errorf("a median without a value is left out:\n%s", out.String())
+	}
+	if code := run(context.Background(), []string{"compare", old}, io.Discard, io.Discard, time.Now); code != 2 {
+		t.Errorf("compare with one file: exit %d, want 2", code)
+	}
+	bad := filepath.Join(dir, "bad.jsonl")
+	if err := os.WriteFile(bad, []byte("{not json\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := run(context.Background(), []string{"compare", old, bad}, io.Discard, io.Discard, time.Now); code != 1 {
+		t.Errorf("compare with a broken file: exit %d, want 1", code)
+	}
+}

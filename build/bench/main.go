@@ -158,6 +158,9 @@ func raiseNoFile() (uint64, error) {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func() time.Time) int {
+	if len(args) > 0 && args[0] == "compare" {
+		return compare(args[1:], stdout, stderr)
+	}
 	start := now()
 	o, err := parseOptions(args, stderr, start)
 	if err != nil {
@@ -228,6 +231,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 	}
 	fmt.Fprintf(stdout, "\nJSON lines: %s (took %s; load average at the end %s)\n",
 		o.outPath, now().Sub(start).Round(time.Second), loadAvg())
+	return 0
+}
+
+// compare prints the medians of two earlier runs side by side:
+// bench compare OLD.jsonl NEW.jsonl.
+func compare(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 2 {
+		fmt.Fprintln(stderr, "usage: bench compare OLD.jsonl NEW.jsonl")
+		return 2
+	}
+	var runs [2]map[key]measurement
+	for i, p := range args {
+		f, err := os.Open(p)
+		if err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		runs[i], err = readMedians(f)
+		f.Close()
+		if err != nil {
+			fmt.Fprintf(stderr, "bench: %s: %v\n", p, err)
+			return 1
+		}
+	}
+	formatCompare(stdout, runs[0], runs[1])
 	return 0
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -286,5 +287,51 @@ func formatTargets(w io.Writer, ts []target) {
 	fmt.Fprintln(w, "targets (issue 3), storegate in this run:")
 	for _, t := range ts {
 		fmt.Fprintf(w, "  %-6s  %-*s  %s\n", t.met, width, t.goal, t.measured)
+	}
+}
+
+// readMedians reads the median lines of a JSON-lines file written by a run.
+func readMedians(r io.Reader) (map[key]measurement, error) {
+	dec := json.NewDecoder(r)
+	out := map[key]measurement{}
+	for line := 1; ; line++ {
+		var m struct {
+			Meta    json.RawMessage `json:"meta"`
+			Subject string          `json:"subject"`
+			Metric  string          `json:"metric"`
+			Value   *float64        `json:"value"`
+			Unit    string          `json:"unit"`
+			Stat    string          `json:"stat"`
+		}
+		if err := dec.Decode(&m); err == io.EOF {
+			return out, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("object %d: %w", line, err)
+		}
+		if m.Meta != nil || m.Stat != "median" || m.Value == nil {
+			continue
+		}
+		out[key{m.Subject, m.Metric}] = measurement{Subject: m.Subject, Metric: m.Metric, Value: *m.Value, Unit: m.Unit, Stat: m.Stat}
+	}
+}
+
+// formatCompare prints the medians two runs share, old and new, with new/old.
+func formatCompare(w io.Writer, old, cur map[key]measurement) {
+	var keys []key
+	for k := range cur {
+		if _, ok := old[k]; ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b key) int {
+		if c := strings.Compare(a.subject, b.subject); c != 0 {
+			return c
+		}
+		return strings.Compare(a.metric, b.metric)
+	})
+	fmt.Fprintf(w, "%-18s %-24s %12s %12s %9s  %s\n", "subject", "metric", "old", "new", "new/old", "unit")
+	for _, k := range keys {
+		o, n := old[k].Value, cur[k].Value
+		fmt.Fprintf(w, "%-18s %-24s %12s %12s %9s  %s\n", k.subject, k.metric, num(o), num(n), ratioStr(ratio(n, o)), cur[k].Unit)
 	}
 }
