@@ -26,8 +26,11 @@ test: test-deps ## run all tests (installs curl, openssl, tinyproxy, ... when ro
 	$(GO) vet ./...
 	$(GO) test -count=1 $(TESTFLAGS) ./...
 
-bench: build ## tunnel throughput and CONNECT rate: storegate vs direct
-	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./gateway/...
+BENCHCOUNT ?= 3
+bench: build ## tunnel throughput and CONNECT rate, storegate vs direct, with ratios
+	@mkdir -p build/out
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./gateway/ ./gateway/policy/ ./gateway/tlspeek/ | tee build/out/bench-go.txt
+	@awk -f build/ratios.awk build/out/bench-go.txt
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
