@@ -177,7 +177,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 	}
 	// A tunnel holds two descriptors in the proxy and two here (client and
 	// upstream side); keep room for listeners, logs and the rate runs.
-	o.maxTunnels = int(nofile-512) / 2
+	o.maxTunnels = max(0, int(min(nofile, 1<<22))-512) / 2
 	tmp, err := os.MkdirTemp("", "storegate-bench-")
 	if err != nil {
 		fmt.Fprintln(stderr, "bench:", err)
