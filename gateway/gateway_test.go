@@ -454,3 +454,24 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 	}
 }
+
+func TestIdleTunnelIsClosed(t *testing.T) {
+	echo := echoServer(t)
+	gw := startGW(t, fmt.Sprintf("allowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: false}\nlimits: {idle_timeout: 300ms}\n", echo), nil)
+	c, br, status := rawConnect(t, gw.addr, fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", echo))
+	if !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatal(status)
+	}
+	br.ReadString('\n')
+	io.WriteString(c, "x")
+	b := make([]byte, 1)
+	io.ReadFull(br, b)
+	// Nothing moves now: the sweeper closes the tunnel; the read ends.
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("read data from an idle tunnel")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("idle tunnel was not closed")
+	}
+	gw.rec.waitFor(t, events.Info, nil)
+}

@@ -103,6 +103,10 @@ func (s *Server) Apply(snap *policy.Snapshot) error {
 		s.serve(l)
 	}
 	s.updateSelfAddrsLocked()
+	if s.idleDone == nil {
+		s.idleDone = make(chan struct{})
+		go s.sweepIdle(s.idleDone)
+	}
 	s.mu.Unlock()
 
 	for _, l := range closing {
@@ -306,6 +310,9 @@ func unwrapPathErrGw(err error) error {
 // closes what is left. It returns how many connections it had to cut.
 func (s *Server) Shutdown(ctx context.Context) (cut int) {
 	s.mu.Lock()
+	if s.idleDone != nil && !s.draining {
+		close(s.idleDone)
+	}
 	s.draining = true
 	ls := s.listeners
 	s.listeners = map[string]*listener{}

@@ -1,0 +1,49 @@
+package gateway
+
+import (
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/storegate/storegate/gateway/events"
+)
+
+// sweepIdle closes tunnels in which no data has moved, either way, for
+// limits.idle_timeout. One goroutine checks every tunnel now and then instead
+// of a timer per tunnel.
+func (s *Server) sweepIdle(stop <-chan struct{}) {
+	for {
+		snap := s.policy.Load()
+		idle := snap.File.Limits.IdleTimeout.D()
+		every := min(max(idle/4, 100*time.Millisecond), 30*time.Second)
+		select {
+		case <-stop:
+			return
+		case <-time.After(every):
+		}
+		s.mu.Lock()
+		var stale []*clientConn
+		for cc := range s.conns {
+			cc.mu.Lock()
+			up := cc.up
+			cc.mu.Unlock()
+			if up == nil {
+				continue
+			}
+			a, ok1 := idleFor(cc.c)
+			b, ok2 := idleFor(up)
+			if ok1 && ok2 && a >= idle && b >= idle {
+				stale = append(stale, cc)
+			}
+		}
+		s.mu.Unlock()
+		for _, cc := range stale {
+			host, port := cc.target()
+			cc.closeBoth()
+			s.emit.Emit(events.Info, "idle tunnel closed",
+				events.Str(events.KeyClient, cc.client.String()),
+				events.Str(events.KeyTarget, net.JoinHostPort(host, strconv.Itoa(port))),
+				events.Int("idle_timeout_ms", idle.Milliseconds()))
+		}
+	}
+}

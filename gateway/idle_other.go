@@ -1,0 +1,11 @@
+//go:build !linux
+
+package gateway
+
+import (
+	"net"
+	"time"
+)
+
+// idleFor is unknown off Linux: idle tunnels there end by TCP keep-alive only.
+func idleFor(net.Conn) (time.Duration, bool) { return 0, false }
