@@ -356,10 +356,14 @@ func (s *Spool) removeLocked(e *entry, f finished) bool {
 	s.depth--
 	s.bytes -= e.size
 	if oq := s.origins[e.origin]; oq != nil {
-		for i, x := range oq.q {
-			if x == e {
-				oq.q = append(oq.q[:i], oq.q[i+1:]...)
-				break
+		if len(oq.q) > 0 && oq.q[0] == e {
+			oq.q = oq.q[1:] // the usual case: O(1), the array is dropped at the next growth
+		} else {
+			for i, x := range oq.q {
+				if x == e {
+					oq.q = append(oq.q[:i], oq.q[i+1:]...)
+					break
+				}
 			}
 		}
 	}

@@ -1,0 +1,164 @@
+package link
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/storegate/storegate/gateway/events"
+)
+
+type evs struct {
+	mu  sync.Mutex
+	ids []events.ID
+	msg []string
+}
+
+func (e *evs) Emit(id events.ID, msg string, _ ...events.Field) {
+	e.mu.Lock()
+	e.ids = append(e.ids, id)
+	e.msg = append(e.msg, msg)
+	e.mu.Unlock()
+}
+
+func (e *evs) list() []events.ID {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]events.ID(nil), e.ids...)
+}
+
+func TestTransitions(t *testing.T) {
+	ev := &evs{}
+	tr := New(Options{Events: ev, FailuresToDown: 3})
+	if tr.State() != Unknown {
+		t.Fatal("initial state")
+	}
+	tr.Observe(nil)
+	fail := errors.New("connect: network is unreachable")
+	tr.Observe(fail)
+	tr.Observe(fail)
+	if tr.State() != Up {
+		t.Fatal("two failures must not mark the link down")
+	}
+	tr.Observe(context.Canceled) // not evidence
+	tr.Observe(fail)
+	if tr.State() != Down {
+		t.Fatal("three failures in a row must mark the link down")
+	}
+	st := tr.Status()
+	if st.State != "down" || !strings.Contains(st.LastError, "unreachable") || st.Transitions != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	tr.Observe(nil)
+	if tr.State() != Up {
+		t.Fatal("a success must mark the link up")
+	}
+	got := ev.list()
+	want := []events.ID{events.Info, events.NetworkError, events.Info}
+	if len(got) != len(want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("events %v, want %v", got, want)
+		}
+	}
+	var b strings.Builder
+	tr.WriteMetrics(&b)
+	if !strings.Contains(b.String(), "storegate_link_up 1\n") || !strings.Contains(b.String(), "storegate_link_transitions_total 3\n") {
+		t.Fatalf("metrics:\n%s", b.String())
+	}
+}
+
+func TestWait(t *testing.T) {
+	down := func(hold time.Duration) *Tracker {
+		tr := New(Options{FailuresToDown: 1, Hold: hold})
+		tr.Observe(errors.New("x"))
+		return tr
+	}
+	t.Run("up returns at once", func(t *testing.T) {
+		tr := New(Options{})
+		if err := tr.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("down until the hold ends", func(t *testing.T) {
+		tr := down(20 * time.Millisecond)
+		if err := tr.Wait(context.Background()); !errors.Is(err, ErrDown) {
+			t.Fatalf("err = %v", err)
+		}
+		if tr.RetryAfter() < 1 {
+			t.Fatal("Retry-After below 1s")
+		}
+	})
+	t.Run("released when the link comes back", func(t *testing.T) {
+		tr := down(time.Hour)
+		done := make(chan error, 1)
+		go func() { done <- tr.Wait(context.Background()) }()
+		// Wait must be blocked: nothing comes out until the link is up.
+		select {
+		case err := <-done:
+			t.Fatalf("Wait returned %v while down", err)
+		default:
+		}
+		tr.Observe(nil)
+		if err := <-done; err != nil {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("context ends the wait", func(t *testing.T) {
+		tr := down(time.Hour)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := tr.Wait(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("no hold", func(t *testing.T) {
+		if err := down(-1).Wait(context.Background()); !errors.Is(err, ErrDown) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+func TestProbe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	addr := ln.Addr().String()
+	d := &net.Dialer{}
+	probe := DialProbe(d.DialContext, addr)
+	tr := New(Options{Probe: probe, ProbeInterval: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tr.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	poll(t, func() bool { return tr.State() == Up })
+	ln.Close() // the probe target goes away: connection refused
+	poll(t, func() bool { return tr.State() == Down })
+}
+
+func poll(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
