@@ -36,6 +36,9 @@ func (s State) String() string {
 	}
 }
 
+// keyFailures is the event field with the count of failures in a row.
+const keyFailures = "failures"
+
 // ErrDown is returned by Wait when the link stayed down for the hold time.
 var ErrDown = errors.New("uplink down")
 
@@ -133,7 +136,7 @@ func (t *Tracker) transition(to State, reason string) {
 	switch {
 	case to == Down:
 		t.opts.Events.Emit(events.NetworkError, "uplink down", events.Str(events.KeyState, "down"),
-			events.Int("failures", int64(t.failures)), events.Str(events.KeyError, reason))
+			events.Int(keyFailures, int64(t.failures)), events.Str(events.KeyError, reason))
 	case from == Down:
 		t.opts.Events.Emit(events.Info, fmt.Sprintf("uplink up again after %s down", was.Round(time.Second)),
 			events.Str(events.KeyState, "up"), events.Int(events.KeyDurationMS, was.Milliseconds()))

@@ -247,7 +247,7 @@ func (s *Spool) delivered(e *entry, oq *originQueue, code int) {
 	if oq.failing {
 		oq.failing = false
 		s.emit(events.Info, "spool delivery works again", events.Str(events.KeyTarget, e.origin),
-			events.Int("waiting", int64(len(oq.q))))
+			events.Int(keyWaiting, int64(len(oq.q))))
 	}
 }
 
@@ -268,7 +268,7 @@ func (s *Spool) retry(e *entry, oq *originQueue, reason string, retryAfter time.
 	if !oq.failing {
 		oq.failing = true
 		s.emit(events.NetworkError, "spool delivery failing; retrying with backoff", events.Str(events.KeyTarget, e.origin),
-			events.Str(events.KeyReason, reason), events.Int("retry_in_ms", d.Milliseconds()))
+			events.Str(events.KeyReason, reason), events.Int(keyRetryInMS, d.Milliseconds()))
 	}
 }
 

@@ -74,6 +74,9 @@ func (s *Spool) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if d == nil {
 			d = []DeadLetter{}
 		}
+		for i := range d {
+			d[i].Destination = redact(d[i].Destination)
+		}
 		writeJSON(w, http.StatusOK, map[string]any{"dead_letters": d})
 	default:
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such spool endpoint"})
@@ -174,18 +177,18 @@ func (s *Spool) MessageState(id string) (MessageState, bool) {
 	s.mu.Lock()
 	if e, ok := s.byID[id]; ok {
 		defer s.mu.Unlock()
-		return MessageState{ID: id, State: "queued", Destination: e.dest, Submitted: e.submitted,
+		return MessageState{ID: id, State: "queued", Destination: redact(e.dest), Submitted: e.submitted,
 			Attempts: e.attempts, LastError: e.lastErr, NextAttempt: e.next}, true
 	}
 	if f, ok := s.finished[id]; ok {
 		defer s.mu.Unlock()
-		return MessageState{ID: id, State: f.state, Destination: f.dest, Status: f.status, Reason: f.reason, Finished: f.at}, true
+		return MessageState{ID: id, State: f.state, Destination: redact(f.dest), Status: f.status, Reason: f.reason, Finished: f.at}, true
 	}
 	s.mu.Unlock()
 	if d, err := s.DeadLetters(); err == nil {
 		for _, x := range d {
 			if x.ID == id {
-				return MessageState{ID: id, State: "dead", Destination: x.Destination, Status: x.Status, Reason: x.Reason, Finished: x.At}, true
+				return MessageState{ID: id, State: "dead", Destination: redact(x.Destination), Status: x.Status, Reason: x.Reason, Finished: x.At}, true
 			}
 		}
 	}
@@ -272,4 +275,14 @@ func (s *Spool) Status() Status {
 		st.Link = &ls
 	}
 	return st
+}
+
+// redact hides a destination's query in API answers: queries often carry
+// tokens (SAS signatures, API keys) that any terminal on the store network
+// could otherwise read back. The stored message keeps the full URL.
+func redact(dest string) string {
+	if i := strings.IndexByte(dest, '?'); i >= 0 {
+		return dest[:i] + "?REDACTED"
+	}
+	return dest
 }

@@ -147,7 +147,10 @@ func (r *receiver) start(addr string) {
 		r.t.Fatalf("receiver listen: %v", err)
 	}
 	r.mu.Lock()
-	r.ln, r.addr = ln, ln.Addr().String()
+	r.ln = ln
+	if r.addr == "" { // set once, before anyone reads it; restarts reuse it
+		r.addr = ln.Addr().String()
+	}
 	r.done = make(chan struct{})
 	done := r.done
 	r.mu.Unlock()

@@ -112,6 +112,17 @@ type Options struct {
 	Remember int
 }
 
+// Event field keys the spool adds to those of package events.
+const (
+	keySegment   = "segment"
+	keyOffset    = "offset"
+	keyDepth     = "depth"
+	keyBytes     = "bytes"
+	keyDropped   = "dropped"
+	keyRetryInMS = "retry_in_ms"
+	keyWaiting   = "waiting"
+)
+
 // Errors from Submit; the handler maps them to statuses in one place.
 var (
 	ErrBadDestination = errors.New("spool: bad destination")
@@ -309,10 +320,10 @@ func (s *Spool) open() {
 		}
 		lg.Ack(pos)
 		s.emit(events.OtherError, "spool recovery: a record could not be decoded; kept as a dead letter",
-			events.Int("segment", int64(pos.Seg)), events.Int("offset", pos.Off))
+			events.Int(keySegment, int64(pos.Seg)), events.Int(keyOffset, pos.Off))
 	}
 	s.emit(events.Info, fmt.Sprintf("spool open: %d messages waiting", s.depth),
-		events.Str(events.KeyPath, s.opts.Dir), events.Int("depth", int64(s.depth)), events.Int("bytes", s.bytes))
+		events.Str(events.KeyPath, s.opts.Dir), events.Int(keyDepth, int64(s.depth)), events.Int(keyBytes, s.bytes))
 }
 
 // insertLocked adds a queued entry, keeping each origin's queue in log order.
@@ -567,7 +578,7 @@ func (s *Spool) dropOldestLocked(need int64) {
 	if n > 0 {
 		s.c.droppedOverflow.Add(uint64(n))
 		s.emit(events.OtherError, fmt.Sprintf("spool full: dropped the %d oldest messages (spool.overflow: drop-oldest)", n),
-			events.Int("dropped", int64(n)), events.Int("bytes", freed), events.Str(events.KeyReason, "overflow"))
+			events.Int(keyDropped, int64(n)), events.Int(keyBytes, freed), events.Str(events.KeyReason, "overflow"))
 	}
 }
 
@@ -593,7 +604,7 @@ func (s *Spool) expire() {
 	if n > 0 {
 		s.c.droppedAge.Add(uint64(n))
 		s.emit(events.OtherError, fmt.Sprintf("spool: dropped %d messages older than %s (spool.max_age)", n, lim.MaxAge),
-			events.Int("dropped", int64(n)), events.Str(events.KeyID, oldest), events.Str(events.KeyReason, "max_age"))
+			events.Int(keyDropped, int64(n)), events.Str(events.KeyID, oldest), events.Str(events.KeyReason, "max_age"))
 	}
 }
 

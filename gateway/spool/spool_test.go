@@ -145,6 +145,9 @@ func TestSubmitAndDeliver(t *testing.T) {
 	if f.getJSON(PathMessages+"/"+ids[0], &st); st.State != "queued" {
 		t.Fatalf("state before delivery = %+v", st)
 	}
+	if strings.Contains(st.Destination, "x=1") {
+		t.Fatalf("the query (often a token) is shown back: %q", st.Destination)
+	}
 	f.startRun()
 	waitFor(t, "delivery", 10*time.Second, func() bool { return len(f.rcv.receipts()) == 3 })
 	for i, r := range f.rcv.receipts() {
