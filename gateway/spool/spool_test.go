@@ -3,10 +3,12 @@ package spool
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -536,4 +538,65 @@ func FuzzParseDestination(f *testing.F) {
 			t.Fatalf("accepted %q as %q %q %d", s, origin, host, port)
 		}
 	})
+}
+
+// TestDeliveryPath: delivery dials through the injected Dial (the gateway's
+// own upstream path) and verifies the receiver's certificate against RootCAs.
+func TestDeliveryPath(t *testing.T) {
+	var mu sync.Mutex
+	var dialed []string
+	f := newFixture(t, true, func(o *Options) {
+		d := &net.Dialer{}
+		o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			dialed = append(dialed, addr)
+			mu.Unlock()
+			return d.DialContext(ctx, network, addr)
+		}
+	})
+	f.submit(f.dest("/p"), []byte("x"), nil)
+	waitFor(t, "delivery", 10*time.Second, func() bool { return len(f.rcv.receipts()) == 1 })
+	mu.Lock()
+	if len(dialed) == 0 || dialed[0] != f.rcv.addr {
+		t.Fatalf("dialed %v, want %s through the injected Dial", dialed, f.rcv.addr)
+	}
+	mu.Unlock()
+
+	// A receiver whose certificate the pool does not trust gets nothing, the
+	// message stays queued, and the link is not blamed.
+	g := newFixture(t, true, func(o *Options) { o.RootCAs = x509.NewCertPool() })
+	_, id, _ := g.submit(g.dest("/untrusted"), []byte("x"), nil)
+	var st MessageState
+	waitFor(t, "failed attempts", 10*time.Second, func() bool {
+		g.getJSON(PathMessages+"/"+id, &st)
+		return st.Attempts >= 3
+	})
+	if st.State != "queued" || !strings.Contains(st.LastError, "certificate") || len(g.rcv.receipts()) != 0 {
+		t.Fatalf("untrusted receiver: %+v", st)
+	}
+	if g.link.State() == link.Down {
+		t.Fatal("a certificate failure marked the link down")
+	}
+}
+
+func TestSetLimits(t *testing.T) {
+	f := newFixture(t, false, nil)
+	if code, _, _ := f.submit(f.dest("/l"), make([]byte, 2000), nil); code != http.StatusAccepted {
+		t.Fatalf("before: %d", code)
+	}
+	if err := f.sp.SetLimits(Limits{MaxMessageBytes: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := f.submit(f.dest("/l"), make([]byte, 2000), nil); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("after a lower limit: %d", code)
+	}
+	if err := f.sp.SetLimits(Limits{Overflow: "sometimes"}); err == nil {
+		t.Fatal("bad overflow accepted")
+	}
+	if _, err := New(Options{Dir: t.TempDir(), Limits: Limits{Overflow: "x"}}); err == nil {
+		t.Fatal("New accepted a bad overflow")
+	}
+	if _, err := New(Options{}); err == nil {
+		t.Fatal("New accepted no directory")
+	}
 }
