@@ -600,3 +600,48 @@ func TestSetLimits(t *testing.T) {
 		t.Fatal("New accepted no directory")
 	}
 }
+
+// TestCorruptRecordQuarantined: a damaged record in the middle of a segment
+// is set aside with an event and a counter, and the records after it are
+// still delivered.
+func TestCorruptRecordQuarantined(t *testing.T) {
+	f := newFixture(t, false, nil)
+	for _, b := range []string{"first", "second-gets-damaged", "third"} {
+		if code, _, _ := f.submit(f.dest("/q"), []byte(b), nil); code != http.StatusAccepted {
+			t.Fatal(code)
+		}
+	}
+	f.sp.Close()
+	segs, _ := filepath.Glob(filepath.Join(f.sp.opts.Dir, "seg-*.log"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v", segs)
+	}
+	raw, _ := os.ReadFile(segs[0])
+	i := bytes.Index(raw, []byte("second-gets-damaged"))
+	raw[i+3] ^= 0x20
+	os.WriteFile(segs[0], raw, 0o600)
+
+	ev := &eventLog{}
+	opts := f.sp.opts
+	opts.Events = ev
+	sp, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sp.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done; sp.Close() }()
+	waitFor(t, "delivery", 10*time.Second, func() bool { return len(f.rcv.receipts()) == 2 })
+	got := f.rcv.receipts()
+	if got[0].Body != "first" || got[1].Body != "third" {
+		t.Fatalf("delivered %q %q", got[0].Body, got[1].Body)
+	}
+	if sp.Status().Quarantined != 1 || ev.count(events.OtherError) != 1 {
+		t.Fatalf("quarantined %d, error events %d", sp.Status().Quarantined, ev.count(events.OtherError))
+	}
+	q, _ := filepath.Glob(filepath.Join(opts.Dir, "quarantine", "*.bad"))
+	if len(q) != 1 {
+		t.Fatalf("quarantine files %v", q)
+	}
+}
