@@ -108,7 +108,12 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 		_ = c.Close()
 		return
 	}
-	defer s.untrack(cc)
+	tunnelled := false
+	defer func() {
+		if !tunnelled {
+			s.untrack(cc) // a tunnel untracks itself when it ends
+		}
+	}()
 
 	lim := snap.File.Limits
 	_ = c.SetReadDeadline(s.cfg.Now().Add(lim.HeaderTimeout.D()))
@@ -164,7 +169,7 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	s.connect(cc, snap, host, port, target, early)
+	tunnelled = s.connect(cc, snap, host, port, target, early)
 }
 
 // readHead reads until the end of the request head. It returns the buffer
@@ -225,14 +230,16 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// connect decides, dials and runs one tunnel.
-func (s *Server) connect(cc *clientConn, snap *policy.Snapshot, host string, port int, target string, early []byte) {
+// connect decides and dials, answers 200, runs the handshake checks, and
+// starts the tunnel's copy. It reports whether a tunnel was started (which
+// then untracks itself when it ends).
+func (s *Server) connect(cc *clientConn, snap *policy.Snapshot, host string, port int, target string, early []byte) bool {
 	start := s.cfg.Now()
 	origin, literal, err := snap.CheckTarget(host, port)
 	if err != nil {
 		s.refuse(cc, snap, err, target, err)
 		_ = cc.c.Close()
-		return
+		return false
 	}
 	lim := snap.File.Limits
 	ctx, cancel := context.WithTimeout(context.Background(), lim.DialTimeout.D()+snap.File.Link.Hold.D())
@@ -241,46 +248,35 @@ func (s *Server) connect(cc *clientConn, snap *policy.Snapshot, host string, por
 	if err != nil {
 		s.refuse(cc, snap, nil, target, err)
 		_ = cc.c.Close()
-		return
+		return false
 	}
 	if !cc.setTunnel(up, host, port) {
 		_ = up.Close()
 		_ = cc.c.Close()
-		return
+		return false
 	}
 	s.stats.tunnels.Add(1)
 	if _, err := io.WriteString(cc.c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		cc.closeBoth()
-		return
+		return false
 	}
-	var hsUp, hsDown int64
+	t := &tunnel{cc: cc, up: up, target: target, origin: origin, via: via, start: start,
+		summary: policy.On(snap.File.Events.Tunnels, true)}
 	if policy.On(snap.File.TLS.Inspect, true) {
 		var ok bool
-		if hsUp, hsDown, ok = s.inspect(cc, up, snap, host, port, early); !ok {
+		if t.upBytes, t.downBytes, ok = s.inspect(cc, up, snap, host, port, early); !ok {
 			cc.closeBoth()
-			return
+			return false
 		}
 	} else if len(early) > 0 {
 		if _, err := up.Write(early); err != nil {
 			cc.closeBoth()
-			return
+			return false
 		}
-		hsUp = int64(len(early))
+		t.upBytes = int64(len(early))
 	}
-	upB, downB := s.pipe(cc, up)
-	upB += hsUp
-	downB += hsDown
-	if policy.On(snap.File.Events.Tunnels, true) {
-		s.emit.Emit(events.ConnectReceived, "tunnel closed",
-			events.Str(events.KeyClient, cc.client.String()),
-			events.Str(events.KeyTarget, target),
-			events.Str(events.KeyDecision, "allowed"),
-			events.Str("origin", origin),
-			events.Str("via", via),
-			events.Int(events.KeyBytesUp, upB),
-			events.Int(events.KeyBytesDown, downB),
-			events.Int(events.KeyDurationMS, s.cfg.Now().Sub(start).Milliseconds()))
-	}
+	s.startTunnel(t)
+	return true
 }
 
 // tlsHandshake completes the TLS listener's handshake and checks the client

@@ -147,8 +147,7 @@ func (s *Server) dialDirect(ctx context.Context, snap *policy.Snapshot, host str
 		c, err := s.cfg.Dialer.DialContext(dctx, "tcp", netip.AddrPortFrom(a.Unmap(), uint16(port)).String())
 		cancel()
 		if err == nil {
-			setNoDelay(c)
-			return c, nil
+			return c, nil // Go sets TCP_NODELAY on every TCP connection already
 		}
 		last = err
 		if ctx.Err() != nil {
@@ -156,12 +155,6 @@ func (s *Server) dialDirect(ctx context.Context, snap *policy.Snapshot, host str
 		}
 	}
 	return nil, dialFailure(last)
-}
-
-func setNoDelay(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
 }
 
 // relayError is the relay's refusal; it names the relay's status only.
@@ -187,7 +180,6 @@ func (s *Server) dialRelay(ctx context.Context, snap *policy.Snapshot, host stri
 		e.what = "relay unreachable"
 		return nil, via, e
 	}
-	setNoDelay(raw)
 	c := raw
 	if u.Scheme == "https" {
 		st := s.relayTLS.Load()

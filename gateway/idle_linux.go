@@ -8,6 +8,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// tcpKeepAlive turns TCP keep-alive off on both legs of a tunnel: the idle
+// sweeper closes a tunnel whose peer died once idle_timeout passes, and each
+// keep-alive setting costs setsockopt calls on every connection.
+const tcpKeepAlive = -1
+
 // idleFor reports how long the socket under c has neither sent nor received
 // data, from the kernel's TCP_INFO. Reading it needs no per-tunnel timer and
 // no wrapper around the connection, so the splice path stays intact.

@@ -72,7 +72,8 @@ func (s *Server) Apply(snap *policy.Snapshot) error {
 		if old := s.listeners[role]; old != nil && (old.addr == addr || old.ln.Addr().String() == addr) {
 			continue
 		}
-		ln, err := net.Listen(listenNetwork(addr), addr)
+		lc := net.ListenConfig{KeepAlive: tcpKeepAlive}
+		ln, err := lc.Listen(context.Background(), listenNetwork(addr), addr)
 		if err != nil {
 			for _, l := range opened {
 				l.ln.Close()

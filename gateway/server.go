@@ -42,7 +42,7 @@ type Config struct {
 	Version  string
 	Events   events.Emitter   // nil: events are discarded
 	Resolver Resolver         // nil: net.DefaultResolver
-	Dialer   Dialer           // nil: a net.Dialer with keep-alive
+	Dialer   Dialer           // nil: a net.Dialer (keep-alive off where the idle sweeper runs)
 	Now      func() time.Time // nil: time.Now
 	Link     Link             // nil: the link is always up
 	// Spool serves /spool/v1/ on the proxy listener; nil answers 404 there.
@@ -99,7 +99,7 @@ func New(cfg Config) *Server {
 		cfg.Resolver = net.DefaultResolver
 	}
 	if cfg.Dialer == nil {
-		cfg.Dialer = &net.Dialer{KeepAlive: 30 * time.Second}
+		cfg.Dialer = &net.Dialer{KeepAlive: tcpKeepAlive}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -3,40 +3,86 @@ package gateway
 import (
 	"io"
 	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/storegate/storegate/gateway/events"
 )
 
-// pipe copies bytes both ways until both directions have ended, and returns
-// the byte counts (up: client to target).
+// tunnel is an established CONNECT tunnel.
+type tunnel struct {
+	cc        *clientConn
+	up        net.Conn
+	target    string
+	origin    string
+	via       string
+	start     time.Time
+	summary   bool
+	upBytes   int64 // handshake bytes, then the copy's; written before pending drops
+	downBytes int64
+	pending   atomic.Int32
+}
+
+// startTunnel copies bytes both ways until both directions have ended, then
+// closes both connections, counts the bytes and writes the summary event.
 //
 // Each direction is a plain io.Copy between the two connections. When both are
 // *net.TCPConn, io.Copy reaches (*TCPConn).ReadFrom, which on Linux moves the
 // bytes with splice(2) through a kernel pipe: nothing is copied through user
 // space and nothing is allocated per byte. That is why nothing wraps the
-// connections here. One direction runs on the connection's own goroutine, the
-// other on one more; a direction that reaches EOF half-closes its peer, so
-// TCP half-close passes through in both directions.
-func (s *Server) pipe(cc *clientConn, up net.Conn) (upBytes, downBytes int64) {
-	client := cc.c
-	done := make(chan int64, 1)
-	go func() {
-		n, err := io.Copy(up, client)
-		if err != nil {
-			// A reset or error ends the whole tunnel, not just one direction.
-			cc.closeBoth()
-		} else {
-			_ = closeWrite(up)
-		}
-		done <- n
-	}()
-	downBytes, err := io.Copy(client, up)
-	if err != nil {
-		cc.closeBoth()
-	} else {
-		_ = closeWrite(client)
+// connections here. A direction that reaches EOF half-closes its peer, so TCP
+// half-close passes through both ways; an error in either ends the tunnel.
+//
+// Both directions run on fresh goroutines and the connection's goroutine
+// returns: its stack grew while it parsed, resolved and dialled, and an idle
+// tunnel should hold two small stacks, not that one.
+func (s *Server) startTunnel(t *tunnel) {
+	t.pending.Store(2)
+	go s.copyHalf(t, true)
+	go s.copyHalf(t, false)
+}
+
+func (s *Server) copyHalf(t *tunnel, upward bool) {
+	src, dst := t.up, t.cc.c
+	if upward {
+		src, dst = t.cc.c, t.up
 	}
-	upBytes = <-done
-	cc.closeBoth()
-	s.stats.bytesUp.Add(uint64(upBytes))
-	s.stats.bytesDown.Add(uint64(downBytes))
-	return upBytes, downBytes
+	var n int64
+	var err error
+	if tc, ok := dst.(*net.TCPConn); ok {
+		n, err = tc.ReadFrom(src) // io.Copy's first step, two frames shallower
+	} else {
+		n, err = io.Copy(dst, src)
+	}
+	if err != nil {
+		t.cc.closeBoth()
+	} else {
+		_ = closeWrite(dst)
+	}
+	if upward {
+		t.upBytes += n
+	} else {
+		t.downBytes += n
+	}
+	if t.pending.Add(-1) == 0 {
+		s.endTunnel(t)
+	}
+}
+
+func (s *Server) endTunnel(t *tunnel) {
+	t.cc.closeBoth()
+	s.untrack(t.cc)
+	s.stats.bytesUp.Add(uint64(t.upBytes))
+	s.stats.bytesDown.Add(uint64(t.downBytes))
+	if t.summary {
+		s.emit.Emit(events.ConnectReceived, "tunnel closed",
+			events.Str(events.KeyClient, t.cc.client.String()),
+			events.Str(events.KeyTarget, t.target),
+			events.Str(events.KeyDecision, "allowed"),
+			events.Str("origin", t.origin),
+			events.Str("via", t.via),
+			events.Int(events.KeyBytesUp, t.upBytes),
+			events.Int(events.KeyBytesDown, t.downBytes),
+			events.Int(events.KeyDurationMS, s.cfg.Now().Sub(t.start).Milliseconds()))
+	}
 }

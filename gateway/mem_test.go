@@ -1,0 +1,64 @@
+package gateway
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestIdleTunnelStacks guards the memory an idle tunnel holds in goroutine
+// stacks: two fresh goroutines parked in splice, 2 KiB each. A change that
+// parks a tunnel on a deep (grown) stack shows up here as 8-12 KiB.
+func TestIdleTunnelStacks(t *testing.T) {
+	if raceEnabled {
+		t.Skip("stack sizes are not meaningful under the race detector; measured by the plain `make test` run")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	defer func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	gw := startGW(t, fmt.Sprintf("allowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: false}\nlimits: {max_connections_per_client: 10000}\n", port), nil)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const n = 500
+	for i := 0; i < n; i++ {
+		_, br, status := rawConnect(t, gw.addr, fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", port))
+		if !strings.HasPrefix(status, "HTTP/1.1 200") {
+			t.Fatal(status)
+		}
+		br.ReadString('\n')
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perTunnel := float64(after.StackInuse-before.StackInuse) / n
+	t.Logf("goroutine stack per idle tunnel: %.0f B", perTunnel)
+	if perTunnel > 6<<10 {
+		t.Errorf("an idle tunnel holds %.0f B of goroutine stack; want two minimal stacks (~4 KiB)", perTunnel)
+	}
+}
