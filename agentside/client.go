@@ -49,6 +49,10 @@ type Options struct {
 	HTTPClient *http.Client
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// LockWait is how long New waits while another process (a running
+	// `storegate-agent flush --watch`, say) has the local spool open. Zero
+	// means 10s.
+	LockWait time.Duration
 }
 
 // GatewayError is a refusal that retrying will not fix (400, 403, 413):
@@ -92,16 +96,27 @@ func New(opts Options) (*Client, error) {
 		opts.Now = time.Now
 	}
 	c := &Client{opts: opts, endpoint: strings.TrimSuffix(opts.Gateway, "/") + submitPath}
-	if opts.SpoolDir != "" {
+	if opts.LockWait <= 0 {
+		opts.LockWait = 10 * time.Second
+	}
+	if opts.SpoolDir == "" {
+		return c, nil
+	}
+	deadline := time.Now().Add(opts.LockWait)
+	for {
+		c.pending = nil
 		lg, _, err := queue.Open(opts.SpoolDir, queue.Options{SegmentBytes: 4 << 20}, func(p queue.Pos, _ []byte) {
 			c.pending = append(c.pending, p)
 		})
-		if err != nil {
+		if err == nil {
+			c.log = lg
+			return c, nil
+		}
+		if !errors.Is(err, queue.ErrLocked) || time.Now().After(deadline) {
 			return nil, fmt.Errorf("agentside: local spool: %w", err)
 		}
-		c.log = lg
+		time.Sleep(50 * time.Millisecond) // the other process holds the lock briefly
 	}
-	return c, nil
 }
 
 // Close closes the local spool; messages in it stay for the next run.
@@ -282,7 +297,9 @@ func (c *Client) reject(raw []byte, key string, status int, reason string) {
 	queue.WriteFileDurable(dir, key+".json", info)
 }
 
-// Run hands locally kept messages over every interval until ctx ends.
+// Run hands locally kept messages over every interval until ctx ends. It
+// keeps the local spool open (locked) throughout; a separate process that
+// should share the spool uses Flush with a short-lived Client instead.
 func (c *Client) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()

@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/storegate/storegate/gateway/spool"
 )
@@ -220,4 +222,24 @@ func TestNoServerDependency(t *testing.T) {
 			t.Errorf("terminal-side code depends on %s", p)
 		}
 	}
+}
+
+func TestLocalSpoolLockedByAnotherClient(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the spool lock uses flock (linux)")
+	}
+	dir := t.TempDir()
+	a, err := New(Options{Gateway: "http://127.0.0.1:9", SpoolDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Options{Gateway: "http://127.0.0.1:9", SpoolDir: dir, LockWait: 100 * time.Millisecond}); err == nil {
+		t.Fatal("two clients opened one local spool")
+	}
+	a.Close()
+	b, err := New(Options{Gateway: "http://127.0.0.1:9", SpoolDir: dir, LockWait: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	b.Close()
 }

@@ -115,25 +115,21 @@ func run(ctx context.Context, args []string, in io.Reader, out, errw io.Writer) 
 			fmt.Fprintln(errw, "storegate-agent flush: --gateway and --spool are required")
 			return 2
 		}
-		c, err := agentside.New(agentside.Options{Gateway: *gateway, SpoolDir: *spoolDir,
-			HTTPClient: &http.Client{Timeout: *timeout, Transport: &http.Transport{Proxy: nil}}})
-		if err != nil {
-			fmt.Fprintln(errw, "storegate-agent flush:", err)
-			return 1
+		// Each round opens the local spool briefly, so `send` from scripts can
+		// use it between rounds.
+		for {
+			code := flushOnce(ctx, *gateway, *spoolDir, *timeout, *watch <= 0, out, errw)
+			if *watch <= 0 {
+				return code
+			}
+			t := time.NewTimer(*watch)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return 0
+			case <-t.C:
+			}
 		}
-		defer c.Close()
-		if *watch > 0 {
-			c.Run(ctx, *watch)
-			fmt.Fprintf(out, "pending %d\n", c.Pending())
-			return 0
-		}
-		handed, rejected, err := c.Flush(ctx)
-		fmt.Fprintf(out, "handed %d, rejected %d, pending %d\n", handed, rejected, c.Pending())
-		if err != nil && !errors.Is(err, context.Canceled) {
-			fmt.Fprintln(errw, "storegate-agent flush: gateway unavailable:", err)
-			return 1
-		}
-		return 0
 	case "help", "-h", "--help":
 		usage(out)
 		return 0
@@ -142,4 +138,24 @@ func run(ctx context.Context, args []string, in io.Reader, out, errw io.Writer) 
 		usage(errw)
 		return 2
 	}
+}
+
+func flushOnce(ctx context.Context, gateway, spoolDir string, timeout time.Duration, always bool, out, errw io.Writer) int {
+	c, err := agentside.New(agentside.Options{Gateway: gateway, SpoolDir: spoolDir,
+		HTTPClient: &http.Client{Timeout: timeout, Transport: &http.Transport{Proxy: nil}}})
+	if err != nil {
+		fmt.Fprintln(errw, "storegate-agent flush:", err)
+		return 1
+	}
+	defer c.Close()
+	if c.Pending() == 0 && !always {
+		return 0
+	}
+	handed, rejected, err := c.Flush(ctx)
+	fmt.Fprintf(out, "handed %d, rejected %d, pending %d\n", handed, rejected, c.Pending())
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(errw, "storegate-agent flush: gateway unavailable:", err)
+		return 1
+	}
+	return 0
 }

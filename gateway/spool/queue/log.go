@@ -44,6 +44,9 @@ type Stats struct {
 // ErrClosed is returned by a Log after Close.
 var ErrClosed = errors.New("queue: closed")
 
+// ErrLocked is returned by Open when another process has the directory open.
+var ErrLocked = errors.New("queue: directory in use by another process")
+
 // ErrCorrupt is returned by ReadAt when a record no longer matches its checksum.
 var ErrCorrupt = errors.New("queue: record damaged on disk")
 
@@ -86,6 +89,7 @@ type Log struct {
 	done   chan struct{}
 	buf    []byte // writer goroutine only
 	closes atomic.Bool
+	unlock func()
 }
 
 func segName(n uint64) string { return fmt.Sprintf("seg-%016x.log", n) }
@@ -109,18 +113,24 @@ func Open(dir string, opts Options, fn func(pos Pos, payload []byte)) (*Log, *Re
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, err
 	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("locking %s: %w", dir, err)
+	}
 	rep, st, err := recoverDir(dir, true, fn)
 	if err != nil {
+		unlock()
 		return nil, rep, err
 	}
 	l := &Log{
-		dir:  dir,
-		opts: opts,
-		segs: st.segs,
-		next: st.next,
-		wake: make(chan struct{}, 1),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		dir:    dir,
+		opts:   opts,
+		unlock: unlock,
+		segs:   st.segs,
+		next:   st.next,
+		wake:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	go l.writer()
 	return l, rep, nil
@@ -508,5 +518,6 @@ func (l *Log) Close() error {
 			s.read = nil
 		}
 	}
+	l.unlock()
 	return nil
 }

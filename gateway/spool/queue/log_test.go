@@ -3,9 +3,11 @@ package queue
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -441,4 +443,21 @@ func TestMessageRoundTrip(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestOneProcessPerDirectory(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("flock-based lock is linux-only")
+	}
+	dir := t.TempDir()
+	l, _, _ := openT(t, dir, Options{})
+	if _, _, err := Open(dir, Options{}, nil); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+	l.Close()
+	l2, _, err := Open(dir, Options{}, nil)
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	l2.Close()
 }

@@ -17,3 +17,20 @@ func syncData(f *os.File) error {
 }
 
 func syncDirFile(d *os.File) error { return d.Sync() }
+
+// lockDir takes an exclusive advisory lock on dir/lock so two processes never
+// write one spool; the kernel drops it when the process dies, even by SIGKILL.
+func lockDir(dir string) (release func(), err error) {
+	f, err := os.OpenFile(dir+"/lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if err == unix.EWOULDBLOCK {
+			return nil, ErrLocked
+		}
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
