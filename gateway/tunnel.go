@@ -56,7 +56,9 @@ func (s *Server) copyHalf(t *tunnel, upward bool) {
 	}
 	if err != nil {
 		t.cc.closeBoth()
-	} else {
+	} else if t.pending.Load() == 2 {
+		// The other direction still runs: pass the half-close on. (When it
+		// has ended too, endTunnel closes both; a shutdown would be wasted.)
 		_ = closeWrite(dst)
 	}
 	if upward {
