@@ -3,10 +3,12 @@ package spool
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,5 +81,33 @@ func BenchmarkSubmit(b *testing.B) {
 			}
 			b.ReportMetric(float64(w1-w0)/float64(int64(b.N)*int64(size)), "disk-B/payload-B")
 		})
+	}
+}
+
+// BenchmarkQueuedMemory reports the heap each waiting message costs (the
+// in-memory index; bodies stay on disk), which bounds how full a spool a
+// 128 MiB box can hold.
+func BenchmarkQueuedMemory(b *testing.B) {
+	sp, err := New(Options{Dir: b.TempDir(), Limits: Limits{MaxBytes: 1 << 40}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sp.Close()
+	const n = 20000
+	body := bytes.Repeat([]byte("x"), 200)
+	hdr := http.Header{"Content-Type": {"application/json"}}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		dest := fmt.Sprintf("https://receiver%d.example/ingest?batch=%d", i%4, i)
+		if _, err := sp.Submit(context.Background(), Submission{Destination: dest, Header: hdr, Body: body}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-B/msg")
+	for range b.N {
 	}
 }

@@ -173,12 +173,12 @@ func (s *Spool) deliver(ctx context.Context, e *entry, oq *originQueue) {
 	}
 	raw, err := lg.ReadAt(e.pos)
 	if err != nil {
-		s.deadLetter(e, oq, nil, 0, "cannot read the stored message: "+err.Error())
+		s.deadLetter(e, oq, nil, "", 0, "cannot read the stored message: "+err.Error())
 		return
 	}
 	m, err := queue.DecodeMessage(raw)
 	if err != nil {
-		s.deadLetter(e, oq, raw, 0, "stored message cannot be decoded: "+err.Error())
+		s.deadLetter(e, oq, raw, "", 0, "stored message cannot be decoded: "+err.Error())
 		return
 	}
 	_, host, port, err := parseDestination(m.Destination)
@@ -190,14 +190,14 @@ func (s *Spool) deliver(ctx context.Context, e *entry, oq *originQueue) {
 		}
 	}
 	if err != nil {
-		s.deadLetter(e, oq, raw, 0, err.Error())
+		s.deadLetter(e, oq, raw, m.Destination, 0, err.Error())
 		return
 	}
 	actx, cancel := context.WithTimeout(ctx, s.opts.AttemptTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, m.Method, m.Destination, bytes.NewReader(m.Body))
 	if err != nil {
-		s.deadLetter(e, oq, raw, 0, "cannot build the request: "+err.Error())
+		s.deadLetter(e, oq, raw, m.Destination, 0, "cannot build the request: "+err.Error())
 		return
 	}
 	for k, vs := range m.Header {
@@ -229,19 +229,19 @@ func (s *Spool) deliver(ctx context.Context, e *entry, oq *originQueue) {
 	code := resp.StatusCode
 	switch {
 	case code >= 200 && code < 300:
-		s.delivered(e, oq, code)
+		s.delivered(e, oq, m.Destination, code)
 	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500:
 		s.c.attemptsStatus.Add(1)
 		s.retry(e, oq, "HTTP "+strconv.Itoa(code), parseRetryAfter(resp.Header.Get("Retry-After"), s.opts.Now()))
 	default:
-		s.deadLetter(e, oq, raw, code, "HTTP "+strconv.Itoa(code))
+		s.deadLetter(e, oq, raw, m.Destination, code, "HTTP "+strconv.Itoa(code))
 	}
 }
 
-func (s *Spool) delivered(e *entry, oq *originQueue, code int) {
+func (s *Spool) delivered(e *entry, oq *originQueue, dest string, code int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.removeLocked(e, finished{state: "delivered", status: code, at: s.opts.Now()}) {
+	if s.removeLocked(e, finished{state: "delivered", dest: redact(dest), status: code, at: s.opts.Now()}) {
 		s.c.delivered.Add(1)
 	}
 	if oq.failing {
@@ -285,17 +285,20 @@ type DeadLetter struct {
 // deadLetter keeps a message that can never be delivered in dead/ (payload
 // first, then its listing entry, each written durably), then removes it from
 // the queue. If the disk refuses, the message stays queued and is retried.
-func (s *Spool) deadLetter(e *entry, oq *originQueue, raw []byte, status int, reason string) {
-	if err := s.writeDead(e.id, e.dest, status, reason, raw); err != nil {
+func (s *Spool) deadLetter(e *entry, oq *originQueue, raw []byte, dest string, status int, reason string) {
+	if dest == "" {
+		dest = e.origin
+	}
+	if err := s.writeDead(e.id.String(), dest, status, reason, raw); err != nil {
 		s.retry(e, oq, "cannot write dead letter: "+err.Error(), 0)
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.removeLocked(e, finished{state: "dead", status: status, reason: reason, at: s.opts.Now()}) {
+	if s.removeLocked(e, finished{state: "dead", dest: redact(dest), status: status, reason: reason, at: s.opts.Now()}) {
 		s.deadCount++
 		s.c.deadLettered.Add(1)
-		s.emit(events.OtherError, "spool dead letter: the receiver refused the message for good", events.Str(events.KeyID, e.id),
+		s.emit(events.OtherError, "spool dead letter: the receiver refused the message for good", events.Str(events.KeyID, e.id.String()),
 			events.Str(events.KeyTarget, e.origin), events.Int(events.KeyStatus, int64(status)), events.Str(events.KeyReason, reason))
 	}
 }

@@ -174,15 +174,28 @@ type MessageState struct {
 // MessageState reports a message's state: queued ones always, finished ones
 // while they are among the last Options.Remember, dead letters always.
 func (s *Spool) MessageState(id string) (MessageState, bool) {
-	s.mu.Lock()
-	if e, ok := s.byID[id]; ok {
-		defer s.mu.Unlock()
-		return MessageState{ID: id, State: "queued", Destination: redact(e.dest), Submitted: e.submitted,
-			Attempts: e.attempts, LastError: e.lastErr, NextAttempt: e.next}, true
+	key, ok := parseID(id)
+	if !ok {
+		return MessageState{}, false
 	}
-	if f, ok := s.finished[id]; ok {
+	s.mu.Lock()
+	if e, ok := s.byID[key]; ok {
+		st := MessageState{ID: id, State: "queued", Destination: e.origin, Submitted: time.Unix(0, e.submitted),
+			Attempts: e.attempts, LastError: e.lastErr, NextAttempt: e.next}
+		lg := s.log
+		s.mu.Unlock()
+		if lg != nil { // the destination is on disk, not in memory
+			if raw, err := lg.ReadAt(e.pos); err == nil {
+				if m, err := queue.DecodeMessage(raw); err == nil {
+					st.Destination = redact(m.Destination)
+				}
+			}
+		}
+		return st, true
+	}
+	if f, ok := s.finished[key]; ok {
 		defer s.mu.Unlock()
-		return MessageState{ID: id, State: f.state, Destination: redact(f.dest), Status: f.status, Reason: f.reason, Finished: f.at}, true
+		return MessageState{ID: id, State: f.state, Destination: f.dest, Status: f.status, Reason: f.reason, Finished: f.at}, true
 	}
 	s.mu.Unlock()
 	if d, err := s.DeadLetters(); err == nil {
@@ -244,7 +257,7 @@ func (s *Spool) Status() Status {
 	}
 	for _, e := range s.order {
 		if !e.done {
-			st.OldestAgeSeconds = max(now.Sub(e.submitted).Seconds(), 0)
+			st.OldestAgeSeconds = max(now.Sub(time.Unix(0, e.submitted)).Seconds(), 0)
 			break
 		}
 	}

@@ -132,18 +132,37 @@ var (
 	ErrNotAllowed     = errors.New("spool: destination not allowed")
 )
 
+// msgID is a message id: 16 random bytes, shown as 32 hex digits.
+type msgID [16]byte
+
+func (id msgID) String() string { return hex.EncodeToString(id[:]) }
+
+func parseID(s string) (msgID, bool) {
+	var id msgID
+	if len(s) != 2*len(id) {
+		return id, false
+	}
+	_, err := hex.Decode(id[:], []byte(s))
+	return id, err == nil
+}
+
+// entry is a queued message's in-memory index: kept small (about 150 bytes),
+// since a full spool of small messages holds hundreds of thousands. The
+// destination, headers and body stay on disk until delivery.
 type entry struct {
-	id, key, dest, origin string
-	pos                   queue.Pos
-	size                  int64
-	submitted             time.Time
-	attempts              int
-	lastErr               string
-	next                  time.Time
-	done                  bool
+	id        msgID
+	origin    string // shared with its originQueue
+	pos       queue.Pos
+	size      int64
+	submitted int64 // Unix nanoseconds
+	attempts  int
+	lastErr   string
+	next      time.Time
+	done      bool
 }
 
 type originQueue struct {
+	origin  string
 	q       []*entry
 	running bool
 	failing bool // delivery is failing; an event said so
@@ -184,11 +203,11 @@ type Spool struct {
 	reserved  int64 // bytes of submissions being written
 	bytes     int64 // payload bytes queued
 	depth     int
-	byID      map[string]*entry
+	byID      map[msgID]*entry
 	origins   map[string]*originQueue
 	order     []*entry // queued entries, oldest first (done ones skipped lazily)
-	finished  map[string]finished
-	finOrder  []string
+	finished  map[msgID]finished
+	finOrder  []msgID
 	deadCount int
 	runCtx    context.Context
 	workers   sync.WaitGroup
@@ -242,9 +261,9 @@ func New(opts Options) (*Spool, error) {
 		client:   newClient(opts),
 		sem:      make(chan struct{}, opts.MaxConcurrent),
 		wake:     make(chan struct{}, 1),
-		byID:     map[string]*entry{},
+		byID:     map[msgID]*entry{},
 		origins:  map[string]*originQueue{},
-		finished: map[string]finished{},
+		finished: map[msgID]finished{},
 	}
 	l := opts.Limits.withDefaults()
 	s.limits.Store(&l)
@@ -281,13 +300,13 @@ func (s *Spool) open() {
 				return
 			}
 			origin, _, _, err := parseDestination(m.Destination)
-			if err != nil {
+			id, ok := parseID(m.ID)
+			if err != nil || !ok {
 				undecodable = append(undecodable, pos)
 				return
 			}
 			recovered = append(recovered, &entry{
-				id: m.ID, key: m.Key, dest: m.Destination, origin: origin, pos: pos,
-				size: int64(len(payload)), submitted: m.Submitted,
+				id: id, origin: origin, pos: pos, size: int64(len(payload)), submitted: m.Submitted.UnixNano(),
 			})
 		})
 	s.mu.Lock()
@@ -334,9 +353,10 @@ func (s *Spool) insertLocked(e *entry) {
 	s.order = append(s.order, e)
 	oq := s.origins[e.origin]
 	if oq == nil {
-		oq = &originQueue{}
+		oq = &originQueue{origin: e.origin}
 		s.origins[e.origin] = oq
 	}
+	e.origin = oq.origin
 	i := len(oq.q)
 	for i > 0 && posLess(e.pos, oq.q[i-1].pos) {
 		i--
@@ -381,7 +401,9 @@ func (s *Spool) removeLocked(e *entry, f finished) bool {
 	if s.log != nil {
 		s.log.Ack(e.pos)
 	}
-	f.dest = e.dest
+	if f.dest == "" {
+		f.dest = e.origin
+	}
 	s.rememberLocked(e.id, f)
 	// Trim finished entries off the front of the global order.
 	i := 0
@@ -394,7 +416,7 @@ func (s *Spool) removeLocked(e *entry, f finished) bool {
 	return true
 }
 
-func (s *Spool) rememberLocked(id string, f finished) {
+func (s *Spool) rememberLocked(id msgID, f finished) {
 	if _, ok := s.finished[id]; !ok {
 		s.finOrder = append(s.finOrder, id)
 	}
@@ -459,10 +481,10 @@ func deliverableHeader(h http.Header) map[string][]string {
 	return out
 }
 
-func newID() string {
-	var b [16]byte
-	crand.Read(b[:])
-	return hex.EncodeToString(b[:])
+func newID() msgID {
+	var id msgID
+	crand.Read(id[:])
+	return id
 }
 
 // Submission is one message handed to the spool.
@@ -502,8 +524,9 @@ func (s *Spool) Submit(ctx context.Context, sub Submission) (string, error) {
 		s.c.refusedLarge.Add(1)
 		return "", fmt.Errorf("%w: %d bytes, the limit is %d (spool.max_message_bytes)", ErrTooLarge, len(sub.Body), lim.MaxMessageBytes)
 	}
+	id := newID()
 	m := &queue.Message{
-		ID:          newID(),
+		ID:          id.String(),
 		Destination: sub.Destination,
 		Method:      method,
 		Submitted:   s.opts.Now(),
@@ -555,7 +578,7 @@ func (s *Spool) Submit(ctx context.Context, sub Submission) (string, error) {
 		return "", fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	s.c.submitted.Add(1)
-	s.insertLocked(&entry{id: m.ID, key: m.Key, dest: m.Destination, origin: origin, pos: pos, size: size, submitted: m.Submitted})
+	s.insertLocked(&entry{id: id, origin: origin, pos: pos, size: size, submitted: m.Submitted.UnixNano()})
 	return m.ID, nil
 }
 
@@ -591,11 +614,11 @@ func (s *Spool) expire() {
 	var n int
 	var oldest string
 	for _, e := range s.order {
-		if e.done || now.Sub(e.submitted) <= lim.MaxAge {
+		if e.done || now.Sub(time.Unix(0, e.submitted)) <= lim.MaxAge {
 			continue
 		}
 		if oldest == "" {
-			oldest = e.id
+			oldest = e.id.String()
 		}
 		if s.removeLocked(e, finished{state: "dropped", reason: "older than spool.max_age", at: now}) {
 			n++
