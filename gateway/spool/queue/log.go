@@ -117,7 +117,7 @@ func Open(dir string, opts Options, fn func(pos Pos, payload []byte)) (*Log, *Re
 	if err != nil {
 		return nil, nil, fmt.Errorf("locking %s: %w", dir, err)
 	}
-	rep, st, err := recoverDir(dir, true, fn)
+	rep, st, err := recoverDir(dir, true, opts.SegmentBytes+MaxRecord+recHeaderLen, fn)
 	if err != nil {
 		unlock()
 		return nil, rep, err

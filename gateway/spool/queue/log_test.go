@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -460,4 +461,23 @@ func TestOneProcessPerDirectory(t *testing.T) {
 		t.Fatalf("Open after Close: %v", err)
 	}
 	l2.Close()
+}
+
+func TestRecoveryOversizedSegmentSetAside(t *testing.T) {
+	dir := t.TempDir()
+	ps := writeSegments(t, dir, Options{SegmentBytes: 100}, "big", 8)
+	// A damaged file system reports a huge (sparse) segment.
+	if err := os.Truncate(segPath(dir, ps[0].Seg), 200<<20); err != nil {
+		t.Fatal(err)
+	}
+	_, rep, g := openT(t, dir, Options{SegmentBytes: 100})
+	if len(rep.Unreadable) != 1 || !strings.Contains(rep.Unreadable[0], "more than a segment can hold") {
+		t.Fatalf("unreadable %v", rep.Unreadable)
+	}
+	if len(g.payload) == 0 || g.payload[len(g.payload)-1] != "big-007" {
+		t.Fatalf("the other segments were not recovered: %v", g.payload)
+	}
+	if _, err := os.Stat(filepath.Join(dir, quarantineDir, segName(ps[0].Seg))); err != nil {
+		t.Fatal("oversized segment not set aside:", err)
+	}
 }

@@ -147,7 +147,7 @@ func parseSegName(name string) (uint64, string, bool) {
 
 // recoverDir analyses dir and, if fix, repairs it. fn receives the pending
 // records (fix or not).
-func recoverDir(dir string, fix bool, fn func(Pos, []byte)) (*Report, recovered, error) {
+func recoverDir(dir string, fix bool, maxSeg int64, fn func(Pos, []byte)) (*Report, recovered, error) {
 	rep := &Report{Dir: dir, Meta: "ok"}
 	st := recovered{segs: map[uint64]*segment{}, next: 1}
 	entries, err := os.ReadDir(dir)
@@ -233,7 +233,7 @@ func recoverDir(dir string, fix bool, fn func(Pos, []byte)) (*Report, recovered,
 	var deleted []uint64
 	for i, n := range order {
 		newest := i == len(order)-1
-		s, sr, ok := recoverSegment(dir, n, newest, m.Limits[n], fix, fn, rep)
+		s, sr, ok := recoverSegment(dir, n, newest, m.Limits[n], fix, maxSeg, fn, rep)
 		if !ok {
 			continue
 		}
@@ -261,10 +261,19 @@ func recoverDir(dir string, fix bool, fn func(Pos, []byte)) (*Report, recovered,
 	return rep, st, nil
 }
 
-func recoverSegment(dir string, n uint64, newest bool, limit int64, fix bool, fn func(Pos, []byte), rep *Report) (*segment, SegmentReport, bool) {
+func recoverSegment(dir string, n uint64, newest bool, limit int64, fix bool, maxSeg int64, fn func(Pos, []byte), rep *Report) (*segment, SegmentReport, bool) {
 	sr := SegmentReport{Num: n}
 	path := filepath.Join(dir, segName(n))
-	b, err := os.ReadFile(path)
+	var b []byte
+	fi, err := os.Stat(path)
+	if err == nil && fi.Size() > maxSeg {
+		// Segments never grow past SegmentBytes plus one record: this is
+		// damage, and reading it whole could exhaust a small box's memory.
+		err = fmt.Errorf("%d bytes, more than a segment can hold (%d)", fi.Size(), maxSeg)
+	}
+	if err == nil {
+		b, err = os.ReadFile(path)
+	}
 	if err != nil {
 		rep.Unreadable = append(rep.Unreadable, fmt.Sprintf("%s: %v", segName(n), err))
 		if fix {
@@ -332,12 +341,16 @@ func quarantine(dir, name string, data []byte) {
 	writeFileDurable(q, name, name+".tmp", data)
 }
 
+// checkMaxSegment is the largest segment file Check reads; Open uses
+// SegmentBytes plus the largest record.
+const checkMaxSegment = 1 << 30
+
 // Check verifies the log in dir without changing anything and reports what
 // recovery would find and do.
 func Check(dir string) (*Report, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, err
 	}
-	rep, _, err := recoverDir(dir, false, nil)
+	rep, _, err := recoverDir(dir, false, checkMaxSegment, nil)
 	return rep, err
 }
