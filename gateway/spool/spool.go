@@ -461,6 +461,8 @@ var dropHeaders = map[string]bool{
 	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
 	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true,
 	"Upgrade": true, "Host": true, "Content-Length": true, "Idempotency-Key": true,
+	// The receiver's answer goes nowhere but the spool, which reads it plain.
+	"Accept-Encoding": true,
 }
 
 func deliverableHeader(h http.Header) map[string][]string {

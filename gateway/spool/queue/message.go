@@ -20,7 +20,7 @@ type Message struct {
 }
 
 // Encoding, version 1: a version byte, then ID, Key, Destination and Method
-// as uvarint-length-prefixed strings, Submitted as a varint of Unix
+// as uvarint-length-prefixed strings (Key empty when it equals ID), Submitted as a varint of Unix
 // nanoseconds, the header count and per header its name, value count and
 // values, and the body as the rest of the payload.
 const messageVersion = 1
@@ -31,7 +31,11 @@ const maxHeaders = 1024
 // AppendMessage appends m's encoding to dst.
 func AppendMessage(dst []byte, m *Message) []byte {
 	dst = append(dst, messageVersion)
-	for _, s := range []string{m.ID, m.Key, m.Destination, m.Method} {
+	key := m.Key
+	if key == m.ID {
+		key = ""
+	}
+	for _, s := range []string{m.ID, key, m.Destination, m.Method} {
 		dst = appendString(dst, s)
 	}
 	dst = binary.AppendVarint(dst, m.Submitted.UnixNano())
@@ -62,6 +66,9 @@ func DecodeMessage(b []byte) (*Message, error) {
 	m := &Message{}
 	m.ID = d.str()
 	m.Key = d.str()
+	if m.Key == "" {
+		m.Key = m.ID
+	}
 	m.Destination = d.str()
 	m.Method = d.str()
 	ns := d.varint()
