@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/storegate/storegate/gateway/policy"
+)
+
+// syncBuf is a goroutine-safe buffer for a command's stderr.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// eventLines decodes the JSON event lines of a command's stderr.
+func eventLines(t *testing.T, out string) []map[string]any {
+	t.Helper()
+	var evs []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("stderr line is not JSON: %q", line)
+		}
+		if _, ok := m["event_id"].(float64); !ok {
+			t.Fatalf("event without integer event_id: %q", line)
+		}
+		if _, ok := m["msg"].(string); !ok {
+			t.Fatalf("event without msg: %q", line)
+		}
+		evs = append(evs, m)
+	}
+	return evs
+}
+
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+func TestRunStartsAndStopsWithEvents(t *testing.T) {
+	ports := freePorts(t, 2)
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(path, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\n", ports[0], ports[1])), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuf
+	done := make(chan int, 1)
+	go func() { done <- dispatch(ctx, []string{"run", "--policy", path}, stdio{In: strings.NewReader(""), Out: io.Discard, Err: &stderr}) }()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), `"event_id":101`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no event 101: %s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+	b := make([]byte, 12)
+	io.ReadFull(c, b)
+	c.Close()
+	if string(b) != "HTTP/1.1 403" {
+		t.Fatalf("refused host answered %q", b)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("run exited %d", code)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	evs := eventLines(t, stderr.String())
+	first, last := evs[0], evs[len(evs)-1]
+	if first["event_id"].(float64) != 101 || first["listen"] != fmt.Sprintf("127.0.0.1:%d", ports[0]) || first["policy"] != path {
+		t.Fatalf("event 101: %v", first)
+	}
+	if last["event_id"].(float64) != 102 {
+		t.Fatalf("last event %v, want 102", last)
+	}
+}
+
+func TestRunRefusesBadPolicy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(path, []byte("version: 1\nlisten_port: \"text\"\n"), 0o644)
+	var stderr syncBuf
+	code := dispatch(context.Background(), []string{"run", "--policy", path}, stdio{Out: io.Discard, Err: &stderr})
+	if code == 0 {
+		t.Fatal("run accepted a bad policy")
+	}
+	evs := eventLines(t, stderr.String())
+	if len(evs) != 1 || evs[0]["event_id"].(float64) != 401 || evs[0]["key"] != "listen_port" || evs[0]["line"].(float64) != 2 {
+		t.Fatalf("want one event 401 naming listen_port at line 2: %v", evs)
+	}
+	if !strings.Contains(evs[0]["msg"].(string), "valid: 1-65535") {
+		t.Fatalf("message does not give the valid range: %v", evs[0]["msg"])
+	}
+}
+
+func TestPolicyCommands(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := dispatch(context.Background(), []string{"policy", "default"}, stdio{Out: &out, Err: &errb}); code != 0 {
+		t.Fatal(errb.String())
+	}
+	if !bytes.Equal(out.Bytes(), policy.DefaultYAML()) || !strings.Contains(out.String(), "# ") {
+		t.Fatal("policy default does not print the commented default")
+	}
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, out.Bytes(), 0o644)
+	if code := dispatch(context.Background(), []string{"policy", "check", good}, stdio{Out: io.Discard, Err: io.Discard}); code != 0 {
+		t.Fatal("the default policy does not pass policy check")
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("version: 1\nallowed_ports: [443]\nlimits:\n  max_conections: 5\n"), 0o644)
+	errb.Reset()
+	if code := dispatch(context.Background(), []string{"policy", "check", bad}, stdio{Out: io.Discard, Err: &errb}); code == 0 {
+		t.Fatal("policy check accepted an unknown key")
+	}
+	if !strings.Contains(errb.String(), "bad.yaml:4: limits.max_conections: unknown key") {
+		t.Fatalf("policy check message: %q", errb.String())
+	}
+	out.Reset()
+	dispatch(context.Background(), []string{"policy", "presets"}, stdio{Out: &out, Err: io.Discard})
+	for _, want := range []string{"log-analytics", "*.ods.opinsights.azure.com", "automation-westeurope", "we-jobruntimedata-prod-su1.azure-automation.net", "ncus-agentservice-prod-1.azure-automation.net"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("policy presets lacks %s", want)
+		}
+	}
+}
+
+// TestBinarySIGTERM runs the real binary on the embedded default's shape and
+// stops it with SIGTERM, as a service manager would.
+func TestBinarySIGTERM(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "storegate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	if out, _ := exec.Command(bin, "version").Output(); !strings.HasPrefix(string(out), "storegate ") {
+		t.Fatalf("version: %q", out)
+	}
+	ports := freePorts(t, 2)
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(path, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\n", ports[0], ports[1])), 0o644)
+	cmd := exec.Command(bin, "run", "--policy", path)
+	var stderr syncBuf
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), `"event_id":101`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no event 101: %s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	errc := make(chan error, 1)
+	go func() { errc <- cmd.Wait() }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+	if !strings.Contains(stderr.String(), `"event_id":102`) {
+		t.Fatalf("no event 102: %s", stderr.String())
+	}
+}
