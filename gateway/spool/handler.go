@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/storegate/storegate/gateway/events"
 	"github.com/storegate/storegate/gateway/link"
 	"github.com/storegate/storegate/gateway/spool/queue"
 )
@@ -87,17 +88,27 @@ type errMethod string
 
 func (e errMethod) Error() string { return "method not allowed; use " + string(e) }
 
+// refuse answers a refused submission and, for the refusals Submit does not
+// report itself, emits event 400 naming the client and the reason.
+func (s *Spool) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, ErrBadDestination) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrFull) {
+		s.emit(events.OtherError, "spool submission refused", events.Str(events.KeyClient, r.RemoteAddr),
+			events.Str(events.KeyReason, err.Error()))
+	}
+	s.writeError(w, err)
+}
+
 func (s *Spool) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	dest := r.Header.Get(HeaderDestination)
 	if dest == "" {
 		s.c.refusedBad.Add(1)
-		s.writeError(w, fmt.Errorf("%w: header %s is required", ErrBadDestination, HeaderDestination))
+		s.refuse(w, r, fmt.Errorf("%w: header %s is required", ErrBadDestination, HeaderDestination))
 		return
 	}
 	lim := s.limits.Load()
 	if r.ContentLength > lim.MaxMessageBytes {
 		s.c.refusedLarge.Add(1)
-		s.writeError(w, fmt.Errorf("%w: %d bytes, the limit is %d (spool.max_message_bytes)", ErrTooLarge, r.ContentLength, lim.MaxMessageBytes))
+		s.refuse(w, r, fmt.Errorf("%w: %d bytes, the limit is %d (spool.max_message_bytes)", ErrTooLarge, r.ContentLength, lim.MaxMessageBytes))
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, lim.MaxMessageBytes+1))
@@ -108,7 +119,7 @@ func (s *Spool) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	if int64(len(body)) > lim.MaxMessageBytes {
 		s.c.refusedLarge.Add(1)
-		s.writeError(w, fmt.Errorf("%w: more than %d bytes (spool.max_message_bytes)", ErrTooLarge, lim.MaxMessageBytes))
+		s.refuse(w, r, fmt.Errorf("%w: more than %d bytes (spool.max_message_bytes)", ErrTooLarge, lim.MaxMessageBytes))
 		return
 	}
 	id, err := s.Submit(r.Context(), Submission{
@@ -118,7 +129,7 @@ func (s *Spool) serveSubmit(w http.ResponseWriter, r *http.Request) {
 		Body:        body,
 	})
 	if err != nil {
-		s.writeError(w, err)
+		s.refuse(w, r, err)
 		return
 	}
 	w.Header().Set("Location", PathMessages+"/"+id)

@@ -140,7 +140,7 @@ func TestKillDurability(t *testing.T) {
 			rcv := rcvs[c%len(rcvs)]
 			for seq := 0; !stop.Load() && seq < 100000; seq++ {
 				body := fmt.Sprintf("c%d-s%06d-%s", c, seq, strings.Repeat("p", rand.IntN(2000)))
-				for attempt := 0; !stop.Load(); attempt++ {
+				for attempt := 0; !stop.Load() && attempt < 100000; attempt++ {
 					a := addr.Load()
 					if a == nil {
 						time.Sleep(2 * time.Millisecond)

@@ -212,6 +212,9 @@ func TestSubmitRefusals(t *testing.T) {
 	if f.ev.count(events.NotAllowed) != 1 {
 		t.Fatalf("event 105 count = %d", f.ev.count(events.NotAllowed))
 	}
+	if n := f.ev.count(events.OtherError); n != 6 {
+		t.Fatalf("event 400 count = %d, want one per bad or too large submission", n)
+	}
 	// Chunked body over the limit (no Content-Length): 413 too.
 	req, _ := http.NewRequest(http.MethodPost, f.srv.URL+PathMessages, io.MultiReader(bytes.NewReader(make([]byte, 150))))
 	req.Header.Set(HeaderDestination, f.dest("/"))
