@@ -98,7 +98,9 @@ func ValueNode(text string) *yaml.Node {
 }
 
 // StringNode is a string value node.
-func StringNode(s string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s} }
+func StringNode(s string) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s}
+}
 
 func clearPositions(n *yaml.Node) {
 	n.Line, n.Column = 0, 0
