@@ -82,19 +82,44 @@ func (s *Server) CheckTarget(host string, port int) error {
 // dialTarget reaches host:port. via names the path for events ("direct" or
 // the relay's host:port; never credentials).
 func (s *Server) dialTarget(ctx context.Context, snap *policy.Snapshot, host string, port int, literal bool) (net.Conn, string, error) {
-	if s.cfg.Link != nil {
-		if err := s.cfg.Link.Wait(ctx); err != nil {
-			return nil, "", errLinkDown
+	for attempt := 0; ; attempt++ {
+		if s.cfg.Link != nil {
+			if err := s.cfg.Link.Wait(ctx); err != nil {
+				return nil, "", errLinkDown
+			}
+		}
+		var c net.Conn
+		var via string
+		var err error
+		if snap.File.RelayProxy.Address != "" {
+			c, via, err = s.dialRelay(ctx, snap, host, port)
+		} else {
+			c, err = s.dialDirect(ctx, snap, host, port, literal)
+			via = "direct"
+		}
+		s.observe(err)
+		// During an outage a CONNECT is held and tried again (Wait above
+		// holds it until the link returns or link.hold passes), so a short
+		// flap never reaches the agents. Outside an outage a failure is
+		// answered at once.
+		if err == nil || s.cfg.Link == nil || !s.cfg.Link.Down() || !retryable(err) || ctx.Err() != nil || attempt >= 8 {
+			return c, via, err
 		}
 	}
-	if snap.File.RelayProxy.Address != "" {
-		c, via, err := s.dialRelay(ctx, snap, host, port)
-		s.observe(err)
-		return c, via, err
+}
+
+// retryable: failures that say something about the network, not the policy
+// or the name.
+func retryable(err error) bool {
+	var ref *policy.Refusal
+	var ue *upstreamError
+	if errors.As(err, &ref) {
+		return false
 	}
-	c, err := s.dialDirect(ctx, snap, host, port, literal)
-	s.observe(err)
-	return c, "direct", err
+	if errors.As(err, &ue) && (ue.what == "host not found" || ue.what == "relay refused") {
+		return false
+	}
+	return true
 }
 
 func (s *Server) observe(err error) {

@@ -116,6 +116,9 @@ func (s *Server) Apply(snap *policy.Snapshot) error {
 	if prev != nil && snap.File.Reload.Established == "close" {
 		s.closeDisallowed(snap)
 	}
+	if s.cfg.OnApply != nil {
+		s.cfg.OnApply(snap)
+	}
 	return nil
 }
 

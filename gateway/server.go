@@ -31,10 +31,12 @@ type Dialer interface {
 
 // Link is the uplink state the CONNECT path consults (package gateway/link).
 // Wait returns nil at once while the link is up, and during an outage waits
-// until the link returns or ctx ends.
+// until the link returns, the hold time passes or ctx ends. Down reports an
+// outage; Observe is told the outcome of every dial.
 type Link interface {
 	Wait(ctx context.Context) error
 	Observe(err error)
+	Down() bool
 }
 
 // Config is what a Server is built from. Nil fields have the defaults noted.
@@ -51,6 +53,9 @@ type Config struct {
 	SpoolMetrics func(w io.Writer)
 	// SpoolStatus reports spool depth and link state for /status.
 	SpoolStatus func() (depth int64, link string)
+	// OnApply is called after a policy has been put in force (at start and
+	// on every reload), for parts that follow the policy (spool limits).
+	OnApply func(*policy.Snapshot)
 }
 
 // Server is the gateway. Create it with New, give it a policy with SetPolicy,

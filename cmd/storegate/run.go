@@ -35,7 +35,15 @@ func runGateway(ctx context.Context, args []string, s stdio) int {
 		emitPolicyError(log, *policyPath, err)
 		return 1
 	}
-	srv := gateway.New(gateway.Config{Version: version, Events: log})
+	var srv *gateway.Server
+	sf, err := newStoreForward(snap, func() *gateway.Server { return srv }, log)
+	if err != nil {
+		log.Emit(events.BadConfig, "cannot start: "+err.Error(), events.Str(events.KeyPolicy, snap.Source))
+		return 1
+	}
+	cfg := gateway.Config{Version: version, Events: log}
+	sf.gatewayConfig(&cfg)
+	srv = gateway.New(cfg)
 	if err := srv.Apply(snap); err != nil {
 		log.Emit(events.BadConfig, "cannot start: "+err.Error(), events.Str(events.KeyPolicy, snap.Source))
 		return 1
@@ -58,13 +66,20 @@ func runGateway(ctx context.Context, args []string, s stdio) int {
 		events.Str(events.KeyPolicy, snap.Source),
 		events.Str(events.KeyHash, snap.Hash))
 
+	sf.run(ctx)
+	if *policyPath != "" {
+		startWatcher(ctx, *policyPath, srv, log)
+	}
+
 	dev := snap.File.Console.Device
 	if *consoleDev != "" {
 		dev = *consoleDev
 	}
 	var consoleDone <-chan struct{}
 	if dev != "" {
-		consoleDone, err = startConsole(ctx, dev, snap.File.Console.Baud, newConsoleProvider(srv, log), log)
+		p := newConsoleProvider(srv, log)
+		sf.consoleViews(p, srv.Policy)
+		consoleDone, err = startConsole(ctx, dev, snap.File.Console.Baud, p, log)
 		if err != nil {
 			log.Emit(events.BadConfig, err.Error(), events.Str(events.KeyKey, "console.baud"))
 		}
@@ -76,6 +91,7 @@ func runGateway(ctx context.Context, args []string, s stdio) int {
 	start := time.Now()
 	cut := srv.Shutdown(sctx)
 	cancel()
+	sf.close() // its Run ended with ctx
 	if consoleDone != nil {
 		select { // a serial line stuck in a read must not hold up the stop
 		case <-consoleDone:

@@ -77,7 +77,7 @@ func freePorts(t *testing.T, n int) []int {
 func TestRunStartsAndStopsWithEvents(t *testing.T) {
 	ports := freePorts(t, 2)
 	path := filepath.Join(t.TempDir(), "policy.yaml")
-	os.WriteFile(path, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\n", ports[0], ports[1])), 0o644)
+	os.WriteFile(path, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\nspool: {dir: %q}\n", ports[0], ports[1], t.TempDir())), 0o644)
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr syncBuf
 	done := make(chan int, 1)
@@ -111,8 +111,15 @@ func TestRunStartsAndStopsWithEvents(t *testing.T) {
 		t.Fatal("run did not stop")
 	}
 	evs := eventLines(t, stderr.String())
-	first, last := evs[0], evs[len(evs)-1]
-	if first["event_id"].(float64) != 101 || first["listen"] != fmt.Sprintf("127.0.0.1:%d", ports[0]) || first["policy"] != path {
+	var first map[string]any
+	for _, e := range evs {
+		if e["event_id"].(float64) == 101 {
+			first = e
+			break
+		}
+	}
+	last := evs[len(evs)-1]
+	if first == nil || first["listen"] != fmt.Sprintf("127.0.0.1:%d", ports[0]) || first["policy"] != path {
 		t.Fatalf("event 101: %v", first)
 	}
 	if last["event_id"].(float64) != 102 {
@@ -181,7 +188,7 @@ func TestBinarySIGTERM(t *testing.T) {
 	}
 	ports := freePorts(t, 2)
 	path := filepath.Join(t.TempDir(), "policy.yaml")
-	os.WriteFile(path, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\n", ports[0], ports[1])), 0o644)
+	os.WriteFile(path, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\nspool: {dir: %q}\n", ports[0], ports[1], t.TempDir())), 0o644)
 	cmd := exec.Command(bin, "run", "--policy", path)
 	var stderr syncBuf
 	cmd.Stderr = &stderr

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/storegate/storegate/device/console"
+	"github.com/storegate/storegate/gateway"
+	"github.com/storegate/storegate/gateway/events"
+	"github.com/storegate/storegate/gateway/link"
+	"github.com/storegate/storegate/gateway/policy"
+	"github.com/storegate/storegate/gateway/spool"
+)
+
+// storeForward is the spool and the uplink tracker of a running gateway.
+type storeForward struct {
+	link  *link.Tracker
+	spool *spool.Spool // nil when spool.disabled
+}
+
+// linkWaiter adapts the tracker to what the CONNECT path needs.
+type linkWaiter struct{ *link.Tracker }
+
+func (l linkWaiter) Down() bool { return l.State() == link.Down }
+
+// newStoreForward builds the tracker and the spool from the policy. srv is
+// read lazily: the spool's checks and dials go through the gateway, which is
+// built after them.
+func newStoreForward(snap *policy.Snapshot, srv func() *gateway.Server, log events.Emitter) (*storeForward, error) {
+	f := snap.File
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, err
+		}
+		return srv().DialUpstream(ctx, host, p)
+	}
+	lo := link.Options{Events: log, ProbeInterval: f.Link.ProbeInterval.D(), Hold: f.Link.Hold.D()}
+	// The probe checks the first hop: the relay when there is one (that is
+	// where an outage shows), else the policy's probe host.
+	var plain net.Dialer
+	switch {
+	case f.RelayProxy.Address != "":
+		if u, err := url.Parse(f.RelayProxy.Address); err == nil {
+			lo.Probe = link.DialProbe(plain.DialContext, u.Host)
+		}
+	case f.Link.ProbeHost != "":
+		addr := f.Link.ProbeHost
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			addr = net.JoinHostPort(addr, "443")
+		}
+		lo.Probe = link.DialProbe(plain.DialContext, addr)
+	}
+	sf := &storeForward{link: link.New(lo)}
+	if f.Spool.Disabled {
+		return sf, nil
+	}
+	roots, err := gateway.SystemRoots(snap)
+	if err != nil {
+		return nil, err
+	}
+	sp, err := spool.New(spool.Options{
+		Dir:     f.Spool.Dir,
+		Limits:  spoolLimits(snap),
+		Allow:   func(host string, port int) error { return srv().CheckTarget(host, port) },
+		Dial:    dial,
+		RootCAs: roots,
+		Events:  log,
+		Link:    sf.link,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sf.spool = sp
+	return sf, nil
+}
+
+func spoolLimits(snap *policy.Snapshot) spool.Limits {
+	s := snap.File.Spool
+	return spool.Limits{
+		MaxBytes:        int64(s.MaxBytes),
+		MaxAge:          s.MaxAge.D(),
+		MaxMessageBytes: int64(s.MaxMessageBytes),
+		Overflow:        spool.Overflow(s.Overflow),
+	}
+}
+
+// gatewayConfig fills the gateway's hooks for the spool and the link.
+func (sf *storeForward) gatewayConfig(cfg *gateway.Config) {
+	cfg.Link = linkWaiter{sf.link}
+	cfg.SpoolMetrics = func(w io.Writer) {
+		if sf.spool != nil {
+			_ = sf.spool.WriteMetrics(w)
+		}
+		_ = sf.link.WriteMetrics(w)
+	}
+	cfg.SpoolStatus = func() (int64, string) {
+		var depth int64
+		if sf.spool != nil {
+			depth = int64(sf.spool.Status().Depth)
+		}
+		return depth, sf.link.State().String()
+	}
+	cfg.OnApply = func(snap *policy.Snapshot) {
+		if sf.spool != nil {
+			_ = sf.spool.SetLimits(spoolLimits(snap))
+		}
+	}
+	if sf.spool != nil {
+		cfg.Spool = sf.spool
+	}
+}
+
+// run delivers and probes until ctx ends.
+func (sf *storeForward) run(ctx context.Context) {
+	go sf.link.Run(ctx)
+	if sf.spool != nil {
+		go func() { _ = sf.spool.Run(ctx) }()
+	}
+}
+
+// consoleViews gives the console the spool's and the link's own views.
+func (sf *storeForward) consoleViews(p *consoleProvider, snap func() *policy.Snapshot) {
+	p.link = func() console.LinkView {
+		st := sf.link.Status()
+		v := console.LinkView{State: st.State, Since: st.Since, LastError: st.LastError, Via: "direct"}
+		if s := snap(); s != nil && s.File.RelayProxy.Address != "" {
+			v.Via = gateway.RelayDisplay(s.File.RelayProxy.Address, s.File.RelayProxy.Username)
+		}
+		return v
+	}
+	if sf.spool == nil {
+		return
+	}
+	p.spool = func() console.SpoolView {
+		st := sf.spool.Status()
+		s := snap()
+		return console.SpoolView{
+			Dir:         s.File.Spool.Dir,
+			Messages:    int64(st.Depth),
+			Bytes:       st.Bytes,
+			MaxBytes:    st.MaxBytes,
+			Oldest:      time.Duration(st.OldestAgeSeconds * float64(time.Second)),
+			MaxAge:      s.File.Spool.MaxAge.D(),
+			DeadLetters: int64(st.DeadLetters),
+			Delivered:   int64(st.Delivered),
+			Dropped:     int64(st.Dropped),
+			LastError:   st.Error,
+		}
+	}
+}
+
+// close stops the spool after its Run context has ended.
+func (sf *storeForward) close() {
+	if sf.spool != nil {
+		_ = sf.spool.Close()
+	}
+}
