@@ -81,7 +81,9 @@ func TestRunStartsAndStopsWithEvents(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr syncBuf
 	done := make(chan int, 1)
-	go func() { done <- dispatch(ctx, []string{"run", "--policy", path}, stdio{In: strings.NewReader(""), Out: io.Discard, Err: &stderr}) }()
+	go func() {
+		done <- dispatch(ctx, []string{"run", "--policy", path}, stdio{In: strings.NewReader(""), Out: io.Discard, Err: &stderr})
+	}()
 
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(stderr.String(), `"event_id":101`) {
