@@ -326,9 +326,18 @@ func (s *Server) Shutdown(ctx context.Context) (cut int) {
 		l.close()
 	}
 	s.wg.Wait() // accept loops have returned
-	if spool != nil {
-		_ = spool.Close()
-	}
+	spoolDone := make(chan struct{})
+	go func() {
+		defer close(spoolDone)
+		if spool != nil {
+			// Submissions in flight finish (they answer 202 only once on
+			// disk); idle keep-alive connections close now.
+			if spool.Shutdown(ctx) != nil {
+				_ = spool.Close()
+			}
+		}
+	}()
+	defer func() { <-spoolDone }()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
