@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -11,7 +12,13 @@ import (
 // sweepIdle closes tunnels in which no data has moved, either way, for
 // limits.idle_timeout. One goroutine checks every tunnel now and then instead
 // of a timer per tunnel.
+//
+// It also gives memory back after a burst: when the open connections fall to
+// a quarter of their peak, it runs the collector and returns freed pages to
+// the OS. That also closes the kernel pipes the splice path pooled for the
+// burst, which otherwise wait for the next periodic collection.
 func (s *Server) sweepIdle(stop <-chan struct{}) {
+	var peak int64
 	for {
 		snap := s.policy.Load()
 		idle := snap.File.Limits.IdleTimeout.D()
@@ -20,6 +27,12 @@ func (s *Server) sweepIdle(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-time.After(every):
+		}
+		if n := s.stats.active.Load(); n > peak {
+			peak = n
+		} else if peak >= 256 && n < peak/4 {
+			debug.FreeOSMemory()
+			peak = n
 		}
 		s.mu.Lock()
 		var stale []*clientConn
