@@ -7,7 +7,7 @@ OUT           := build/out
 CROSS_LDFLAGS := $(LDFLAGS) -buildid=
 CROSS_FLAGS   := $(GOFLAGS) -buildvcs=false
 
-.PHONY: cross cross-test
+.PHONY: cross cross-test cross-repro
 
 cross: ## static binaries for linux/amd64, linux/arm64, linux/arm (v7), windows/amd64 into build/out/
 	@GO='$(GO)' VERSION='$(VERSION)' LDFLAGS='$(CROSS_LDFLAGS)' FLAGS='$(CROSS_FLAGS)' OUT='$(OUT)' \
@@ -16,3 +16,7 @@ cross: ## static binaries for linux/amd64, linux/arm64, linux/arm (v7), windows/
 cross-test: cross ## size budgets and dependency denylist of the cross-built binaries
 	STOREGATE_CROSS_DIR=$(CURDIR)/$(OUT) STOREGATE_VERSION='$(VERSION)' \
 		$(GO) test -count=1 -v ./firmware/budget/
+
+cross-repro: cross ## rebuild every target with an empty build cache elsewhere and compare byte for byte
+	@GO='$(GO)' VERSION='$(VERSION)' LDFLAGS='$(CROSS_LDFLAGS)' FLAGS='$(CROSS_FLAGS)' OUT='$(OUT)' \
+		build/repro.sh $(CROSS_TARGETS)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs (as root, with apt) the Debian packages that `make firmware` and
 # `make firmware-test` need on the build machine; otherwise names them and fails.
-#   build/firmware-deps.sh [build|test]
+#   build/firmware-deps.sh [build|test [amd64|arm64]]
 set -eu
 what=${1:-build}
 need=""
@@ -16,8 +16,14 @@ have depmod     || hasfile /sbin/depmod || need="$need kmod"
 have xz         || need="$need xz-utils"
 hasfile /etc/ssl/certs/ca-certificates.crt || need="$need ca-certificates"
 if [ "$what" = test ]; then
-	have qemu-system-x86_64 || need="$need qemu-system-x86"
-	hasfile /usr/share/OVMF/OVMF_CODE.fd || need="$need ovmf"
+	case "${2:-amd64}" in
+	amd64)
+		have qemu-system-x86_64 || need="$need qemu-system-x86"
+		hasfile /usr/share/OVMF/OVMF_CODE.fd || need="$need ovmf" ;;
+	arm64)
+		have qemu-system-aarch64 || need="$need qemu-system-arm"
+		hasfile /usr/share/AAVMF/AAVMF_CODE.fd || need="$need qemu-efi-aarch64" ;;
+	esac
 fi
 [ -n "$need" ] || exit 0
 if [ "$(id -u)" = 0 ] && have apt-get; then

@@ -67,9 +67,7 @@ vmlinuz=$sysroot/boot/vmlinuz-$release
 CGO_ENABLED=0 GOOS=linux GOARCH=$ARCH "$GO" build -trimpath -buildvcs=false \
 	-ldflags "-s -w -buildid=" -o "$work/init" ./firmware/init
 gw=$OUT/storegate-$VERSION-linux-$ARCH
-if [ ! -x "$gw" ]; then
-	GO=$GO VERSION=$VERSION OUT=$OUT LDFLAGS="-s -w -buildid= -X main.version=$VERSION" build/cross.sh "linux/$ARCH" >/dev/null
-fi
+GO=$GO VERSION=$VERSION OUT=$OUT LDFLAGS="-s -w -buildid= -X main.version=$VERSION" build/cross.sh "linux/$ARCH" >/dev/null
 
 # The example policy: the gateway's embedded default, with a firmware note.
 CGO_ENABLED=0 "$GO" build -trimpath -o "$work/storegate-host" ./cmd/storegate

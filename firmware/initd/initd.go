@@ -108,6 +108,7 @@ func Run(cfg Config) Action {
 	cancel()
 	wg.Wait() // the gateway has been stopped (SIGTERM, then SIGKILL after a grace)
 	r.logf("memory in use at shutdown: %s", memoryLine())
+	gw.closeLog()
 	r.unmount()
 	return act
 }
@@ -315,6 +316,14 @@ type gateway struct {
 	policy string
 	once   sync.Once
 	log    io.Writer
+	file   *RotatingFile // the event log on the data partition, or nil
+}
+
+// closeLog closes the event log so the data partition can be unmounted.
+func (g *gateway) closeLog() {
+	if g.file != nil {
+		_ = g.file.Close()
+	}
 }
 
 func (g *gateway) run(ctx context.Context) error {
@@ -325,7 +334,8 @@ func (g *gateway) run(ctx context.Context) error {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			r.logf("event log: %v", err)
 		} else {
-			w = &RotatingFile{Path: filepath.Join(dir, "events.jsonl"), Max: 4 << 20}
+			g.file = &RotatingFile{Path: filepath.Join(dir, "events.jsonl"), Max: 4 << 20}
+			w = g.file
 		}
 		if r.cfg.Debug {
 			w = io.MultiWriter(w, r.cfg.Log)

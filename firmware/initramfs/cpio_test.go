@@ -63,11 +63,11 @@ func TestArchive(t *testing.T) {
 	}
 	got := readNewc(t, buf.Bytes())
 	want := map[string][3]string{
-		"init":        {"100755", "#!init\n", "0:0"},
-		"dev":         {"40755", "", "0:0"},
-		"dev/console": {"20600", "", "5:1"},
-		"lib64/ld.so": {"120777", "/lib/ld.so", "0:0"},
-		"tmp":         {"41777", "", "0:0"},
+		"init":                                   {"100755", "#!init\n", "0:0"},
+		"dev":                                    {"40755", "", "0:0"},
+		"dev/console":                            {"20600", "", "5:1"},
+		"lib64/ld.so":                            {"120777", "/lib/ld.so", "0:0"},
+		"tmp":                                    {"41777", "", "0:0"},
 		"lib/modules/6.1/kernel/fs/ext4/ext4.ko": {"100644", "elf", "0:0"},
 	}
 	for k, v := range want {
