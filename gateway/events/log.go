@@ -18,6 +18,10 @@ type Options struct {
 	MaxPending int
 	// Recent is how many lines are kept for Recent and the console. Zero means 256.
 	Recent int
+	// Language is the language of the msg field ("en", "sv"; see Languages).
+	// Empty or unknown means English. A translated event keeps the English
+	// text in the msg_en field, so log queries on it keep working.
+	Language string
 }
 
 // Log encodes events as JSON lines and writes them to an io.Writer from its
@@ -38,6 +42,7 @@ type Log struct {
 	filled  bool
 	follow  map[chan []byte]struct{}
 	dropped atomic.Uint64
+	catalog atomic.Pointer[Catalog] // nil: English
 	wake    chan struct{}
 	done    chan struct{}
 }
@@ -62,20 +67,36 @@ func NewLog(w io.Writer, opts Options) *Log {
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
+	l.SetLanguage(opts.Language)
 	go l.writer()
 	return l
+}
+
+// SetLanguage switches the language of later events (say, after a policy
+// reload changed events.language). An unknown language means English, and
+// the error says so.
+func (l *Log) SetLanguage(lang string) error {
+	c, err := NewCatalog(lang)
+	l.catalog.Store(c)
+	return err
 }
 
 // Emit records one event. It never blocks on I/O.
 func (l *Log) Emit(id ID, msg string, fields ...Field) {
 	t := l.now()
+	msgEN := ""
+	if c := l.catalog.Load(); c != nil {
+		if tr, ok := c.Translate(msg); ok {
+			msg, msgEN = tr, msg
+		}
+	}
 	l.mu.Lock()
 	if l.closed || len(l.pending) >= l.max {
 		l.mu.Unlock()
 		l.dropped.Add(1)
 		return
 	}
-	l.pending = appendEvent(l.pending, t, id, msg, fields)
+	l.pending = appendEvent(l.pending, t, id, msg, msgEN, fields)
 	l.mu.Unlock()
 	select {
 	case l.wake <- struct{}{}:
@@ -203,7 +224,8 @@ func (l *Log) remember(buf []byte) {
 }
 
 // appendEvent encodes one event as a JSON object followed by a newline.
-func appendEvent(b []byte, t time.Time, id ID, msg string, fields []Field) []byte {
+// msgEN, when not empty, is the English original of a translated msg.
+func appendEvent(b []byte, t time.Time, id ID, msg, msgEN string, fields []Field) []byte {
 	b = append(b, `{"time":"`...)
 	b = t.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
 	b = append(b, `","level":"`...)
@@ -212,6 +234,10 @@ func appendEvent(b []byte, t time.Time, id ID, msg string, fields []Field) []byt
 	b = strconv.AppendUint(b, uint64(id), 10)
 	b = append(b, `,"msg":`...)
 	b = AppendJSONString(b, msg)
+	if msgEN != "" {
+		b = append(b, `,"`+KeyMsgEN+`":`...)
+		b = AppendJSONString(b, msgEN)
+	}
 	for _, f := range fields {
 		b = append(b, ',')
 		b = AppendJSONString(b, f.Key)
