@@ -325,8 +325,9 @@ func TestReloadPollOnly(t *testing.T) {
 	}
 }
 
-// TestReloadMovesListener: a changed listen_port opens the new listener
-// before the old one closes; an open tunnel on the old one keeps running.
+// TestReloadMovesListener: a changed listen_port (and admin_address) opens
+// the new listener before the old one closes; an open tunnel accepted on the
+// old one keeps running.
 func TestReloadMovesListener(t *testing.T) {
 	g := newReloadGW(t, "allowed_hosts: [a.test]\n", nil, nil)
 	oldAddr := g.srv.Addr("proxy").String()
@@ -335,7 +336,9 @@ func TestReloadMovesListener(t *testing.T) {
 		t.Fatalf("CONNECT: %q", line)
 	}
 	readHeadEnd(t, br)
+	oldAdmin := g.srv.Addr("admin").String()
 	g.port = reloadFreePort(t)
+	g.admin = fmt.Sprintf("127.0.0.1:%d", reloadFreePort(t))
 	next := g.doc("allowed_hosts: [a.test]\n")
 	writeAll(t, g.path, os.O_WRONLY|os.O_TRUNC, next)
 	e := g.rec.waitFor(t, events.Info, map[string]string{events.KeyHash: sum(next)})
@@ -351,6 +354,12 @@ func TestReloadMovesListener(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", oldAddr, time.Second); err == nil {
 		t.Fatalf("old listener %s still accepts", oldAddr)
+	}
+	if code, _ := httpGet(t, "http://"+g.admin+"/healthz"); code != 200 {
+		t.Fatalf("admin endpoint on the new address: %d", code)
+	}
+	if _, err := net.DialTimeout("tcp", oldAdmin, time.Second); err == nil {
+		t.Fatalf("old admin listener %s still accepts", oldAdmin)
 	}
 }
 
@@ -554,9 +563,16 @@ func grepLines(s, sub string) string {
 
 // TestReloadUnderLoad: hundreds of tunnels move data while the policy is
 // rewritten dozens of times. Every byte arrives intact, no tunnel is reset
-// (reload.established is keep), and no CONNECT is ever decided by a mix of
-// two versions: b.test on the second echo port is allowed by neither.
+// (every version allows their target, so neither keep nor close may touch
+// them), and no CONNECT is ever decided by a mix of two versions: b.test on
+// the second echo port is allowed by neither.
 func TestReloadUnderLoad(t *testing.T) {
+	for _, mode := range []string{"keep", "close"} {
+		t.Run(mode, func(t *testing.T) { reloadUnderLoad(t, mode) })
+	}
+}
+
+func reloadUnderLoad(t *testing.T, mode string) {
 	const (
 		tunnels  = 200
 		rewrites = 40
@@ -569,9 +585,9 @@ func TestReloadUnderLoad(t *testing.T) {
 	g := newReloadGW(t, "allowed_hosts: [a.test]\n", nil, func(w *policy.Watcher) { w.Debounce = 20 * time.Millisecond })
 	version := func(i int) []byte {
 		if i%2 == 0 {
-			return g.doc(fmt.Sprintf("# rewrite %d\nallowed_hosts: [a.test, b.test]\nallowed_ports: [%d]\n", i, g.echo))
+			return g.doc(fmt.Sprintf("# rewrite %d\nreload: {established: %s}\nallowed_hosts: [a.test, b.test]\nallowed_ports: [%d]\n", i, mode, g.echo))
 		}
-		return g.doc(fmt.Sprintf("# rewrite %d\nallowed_hosts: [a.test, c.test]\nallowed_ports: [%d, %d]\n", i, g.echo, g.echo2))
+		return g.doc(fmt.Sprintf("# rewrite %d\nreload: {established: %s}\nallowed_hosts: [a.test, c.test]\nallowed_ports: [%d, %d]\n", i, mode, g.echo, g.echo2))
 	}
 	replaceFile(t, g.path, version(0))
 	g.rec.waitFor(t, events.Info, map[string]string{events.KeyHash: sum(version(0))})
