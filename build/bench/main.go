@@ -218,19 +218,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 		fmt.Fprintln(stderr, "bench:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "storegate side-by-side benchmark, %s\n%s\n", start.UTC().Format(time.RFC3339), meta["machine"])
-	fmt.Fprintf(stdout, "medians of %d repetition(s); bulk %s windows, %d clients for %s per rate run; all on loopback\n\n",
+	var report strings.Builder
+	fmt.Fprintf(&report, "storegate side-by-side benchmark, %s\n%s\n", start.UTC().Format(time.RFC3339), meta["machine"])
+	fmt.Fprintf(&report, "versions: %s; %s; %s\n", meta["storegate"], meta["tinyproxy"], meta["squid"])
+	fmt.Fprintf(&report, "medians of %d repetition(s); bulk %s windows, %d clients for %s per rate run; all on loopback\n\n",
 		o.reps, o.bulkTime, o.clients, o.rateTime)
-	formatTable(stdout, tableRows(o.tunnels), med)
-	fmt.Fprintln(stdout)
-	formatTargets(stdout, targets(med, o.tunnels))
+	formatTable(&report, tableRows(o.tunnels), med)
+	fmt.Fprintln(&report)
+	formatTargets(&report, targets(med, o.tunnels))
 	for _, name := range o.subjects {
 		if why, ok := skips[name]; ok {
-			fmt.Fprintf(stdout, "\nskipped %s: %s\n", name, why)
+			fmt.Fprintf(&report, "\nskipped %s: %s\n", name, why)
 		}
 	}
-	fmt.Fprintf(stdout, "\nJSON lines: %s (took %s; load average at the end %s)\n",
-		o.outPath, now().Sub(start).Round(time.Second), loadAvg())
+	fmt.Fprintf(&report, "\ntook %s; load average at the end %s\n", now().Sub(start).Round(time.Second), loadAvg())
+	// The table also goes beside the JSON lines, ready to paste into a note.
+	txt := strings.TrimSuffix(o.outPath, ".jsonl") + ".txt"
+	if err := os.WriteFile(txt, []byte(report.String()), 0o644); err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s\nJSON lines: %s, table: %s\n", report.String(), o.outPath, txt)
 	return 0
 }
 
