@@ -343,7 +343,9 @@ func (g *gateway) run(ctx context.Context) error {
 		g.log = w
 	})
 	args := []string{"run", "--policy", g.policy}
-	if r.cfg.Console != "" {
+	// The policy's console.device (a USB-serial adapter, say) wins; else
+	// the console runs on the image's serial port.
+	if b, err := os.ReadFile(g.policy); (err != nil || ConsoleDevice(b) == "") && r.cfg.Console != "" {
 		args = append(args, "--console", r.cfg.Console)
 	}
 	cmd := exec.Command(r.cfg.Gateway, args...)

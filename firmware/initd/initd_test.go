@@ -265,3 +265,16 @@ func TestRotatingFile(t *testing.T) {
 		t.Errorf("current %d bytes, rotated %d; want 40 and 80", len(cur), len(old))
 	}
 }
+
+func TestConsoleDevice(t *testing.T) {
+	for in, want := range map[string]string{
+		"console: {device: /dev/ttyUSB0, baud: 115200}\n": "/dev/ttyUSB0",
+		"console:\n  device: \"\"\n":                      "",
+		"version: 1\n":                                    "",
+		"console: [broken\n":                              "",
+	} {
+		if got := ConsoleDevice([]byte(in)); got != want {
+			t.Errorf("ConsoleDevice(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

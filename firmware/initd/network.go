@@ -47,6 +47,20 @@ func ParseNetwork(policy []byte) (Network, error) {
 	return doc.Network, nil
 }
 
+// ConsoleDevice returns the policy's console.device ("" when unset or when
+// the file is not YAML). When set, it wins over the image's default console.
+func ConsoleDevice(policy []byte) string {
+	var doc struct {
+		Console struct {
+			Device string `yaml:"device"`
+		} `yaml:"console"`
+	}
+	if yaml.Unmarshal(policy, &doc) != nil {
+		return ""
+	}
+	return strings.TrimSpace(doc.Console.Device)
+}
+
 // UseDHCP reports whether the box asks DHCP (dhcp: true or unset).
 func (n Network) UseDHCP() bool { return n.DHCP == nil || *n.DHCP }
 
