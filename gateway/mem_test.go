@@ -1,18 +1,22 @@
+//go:build linux
+
 package gateway
 
 import (
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 )
 
-// TestIdleTunnelStacks guards the memory an idle tunnel holds in goroutine
-// stacks: two fresh goroutines parked in splice, 2 KiB each. A change that
-// parks a tunnel on a deep (grown) stack shows up here as 8-12 KiB.
-func TestIdleTunnelStacks(t *testing.T) {
+// TestIdleTunnelFootprint guards what an idle tunnel holds: two fresh
+// goroutines parked waiting for data, 2 KiB of stack each (a change that parks
+// a tunnel on a deep, grown stack shows up here as 8-12 KiB), and no pipe: its
+// only descriptors are its two sockets.
+func TestIdleTunnelFootprint(t *testing.T) {
 	if raceEnabled {
 		t.Skip("stack sizes are not meaningful under the race detector; measured by the plain `make test` run")
 	}
@@ -46,6 +50,7 @@ func TestIdleTunnelStacks(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
+	fdsBefore := openFDs(t)
 	const n = 500
 	for i := 0; i < n; i++ {
 		_, br, status := rawConnect(t, gw.addr, fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", port))
@@ -56,9 +61,25 @@ func TestIdleTunnelStacks(t *testing.T) {
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
+	// Per tunnel, this process holds the gateway's two sockets, the test
+	// client's socket and the upstream's accepted socket: 4.
+	fdsPer := float64(openFDs(t)-fdsBefore) / n
+	t.Logf("descriptors per idle tunnel (both ends in this process): %.2f", fdsPer)
+	if fdsPer > 4.2 {
+		t.Errorf("an idle tunnel holds %.2f descriptors here, want 4 (no pipes while idle)", fdsPer)
+	}
 	perTunnel := float64(after.StackInuse-before.StackInuse) / n
 	t.Logf("goroutine stack per idle tunnel: %.0f B", perTunnel)
 	if perTunnel > 6<<10 {
 		t.Errorf("an idle tunnel holds %.0f B of goroutine stack; want two minimal stacks (~4 KiB)", perTunnel)
 	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("counting descriptors: %v", err)
+	}
+	return len(ents)
 }

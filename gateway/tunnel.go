@@ -26,12 +26,13 @@ type tunnel struct {
 // startTunnel copies bytes both ways until both directions have ended, then
 // closes both connections, counts the bytes and writes the summary event.
 //
-// Each direction is a plain io.Copy between the two connections. When both are
-// *net.TCPConn, io.Copy reaches (*TCPConn).ReadFrom, which on Linux moves the
-// bytes with splice(2) through a kernel pipe: nothing is copied through user
-// space and nothing is allocated per byte. That is why nothing wraps the
-// connections here. A direction that reaches EOF half-closes its peer, so TCP
-// half-close passes through both ways; an error in either ends the tunnel.
+// Between two plain TCP connections on Linux each direction is spliceCopy:
+// splice(2) through a kernel pipe held only while bytes are in flight, so
+// nothing is copied through user space, nothing is allocated per byte, and an
+// idle tunnel holds no pipe (see splice_linux.go). That is why nothing wraps
+// the connections. Elsewhere it is io.Copy. A direction that reaches EOF
+// half-closes its peer, so TCP half-close passes through both ways; an error
+// in either ends the tunnel.
 //
 // Both directions run on fresh goroutines and the connection's goroutine
 // returns: its stack grew while it parsed, resolved and dialled, and an idle
@@ -47,12 +48,9 @@ func (s *Server) copyHalf(t *tunnel, upward bool) {
 	if upward {
 		src, dst = t.cc.c, t.up
 	}
-	var n int64
-	var err error
-	if tc, ok := dst.(*net.TCPConn); ok {
-		n, err = tc.ReadFrom(src) // io.Copy's first step, two frames shallower
-	} else {
-		n, err = io.Copy(dst, src)
+	n, err, handled := spliceCopy(dst, src)
+	if !handled {
+		n, err = io.Copy(dst, src) // TLS listener, relay with buffered bytes
 	}
 	if err != nil {
 		t.cc.closeBoth()
