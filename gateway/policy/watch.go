@@ -190,13 +190,12 @@ func (w *Watcher) loop(ctx context.Context, poll <-chan time.Time) {
 				continue // permissions only: the content is what it was
 			}
 			arm()
-		case err, ok := <-errs:
+		case _, ok := <-errs:
 			if !ok {
 				errs = nil
 				continue
 			}
 			// A queue overflow means events were lost: re-read to be sure.
-			_ = err
 			arm()
 		case <-timer.C:
 			first = time.Time{}
