@@ -219,6 +219,7 @@ func configGet(path, key string, s stdio) int {
 		fmt.Fprintln(s.Err, "storegate:", err)
 		return 1
 	}
+	flowLists(&root)
 	n := &root
 	if key != "" {
 		for _, k := range strings.Split(key, ".") {
@@ -241,14 +242,21 @@ func configGet(path, key string, s stdio) int {
 		fmt.Fprintln(s.Out, n.Value)
 		return 0
 	}
-	if n.Kind == yaml.SequenceNode {
-		n.Style = yaml.FlowStyle
-	}
 	enc := yaml.NewEncoder(s.Out)
 	enc.SetIndent(2)
 	_ = enc.Encode(n)
 	_ = enc.Close()
 	return 0
+}
+
+// flowLists writes lists on one line, as the policy files do.
+func flowLists(n *yaml.Node) {
+	if n.Kind == yaml.SequenceNode {
+		n.Style = yaml.FlowStyle
+	}
+	for _, c := range n.Content {
+		flowLists(c)
+	}
 }
 
 // configSet sets one key. The password is refused here: a command line
