@@ -130,9 +130,10 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 	if err != nil {
 		*bp = buf[:0]
 		headBufs.Put(bp)
-		if !errors.Is(err, io.EOF) || n > 0 {
+		var he *headError
+		if errors.As(err, &he) {
 			s.refuse(cc, snap, nil, "", err)
-		}
+		} // else the client went away (EOF, reset) before a request: nothing to answer
 		_ = cc.c.Close()
 		return
 	}
