@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs (as root, with apt) the Debian packages that `make firmware` and
 # `make firmware-test` need on the build machine; otherwise names them and fails.
-#   build/firmware-deps.sh [build|test [amd64|arm64]]
+#   build/firmware-deps.sh build|test [amd64|arm64]
 set -eu
 what=${1:-build}
 need=""
@@ -15,6 +15,9 @@ have objcopy    || need="$need binutils"
 have depmod     || hasfile /sbin/depmod || need="$need kmod"
 have xz         || need="$need xz-utils"
 hasfile /etc/ssl/certs/ca-certificates.crt || need="$need ca-certificates"
+if [ "$what" = build ] && [ "${2:-amd64}" = arm64 ]; then
+	have aarch64-linux-gnu-objcopy || need="$need binutils-aarch64-linux-gnu"
+fi
 if [ "$what" = test ]; then
 	case "${2:-amd64}" in
 	amd64)

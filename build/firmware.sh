@@ -18,11 +18,11 @@ ARCH=${1:-${ARCH:-amd64}}
 export SOURCE_DATE_EPOCH
 
 case "$ARCH" in
-amd64) stub=linuxx64.efi.stub bootefi=BOOTX64.EFI console=ttyS0 ;;
-arm64) stub=linuxaa64.efi.stub bootefi=BOOTAA64.EFI console=ttyAMA0 ;;
+amd64) stub=linuxx64.efi.stub bootefi=BOOTX64.EFI console=ttyS0 binutils="" ;;
+arm64) stub=linuxaa64.efi.stub bootefi=BOOTAA64.EFI console=ttyAMA0 binutils=aarch64-linux-gnu- ;;
 *) echo "firmware: ARCH must be amd64 or arm64, not $ARCH" >&2; exit 2 ;;
 esac
-build/firmware-deps.sh build
+build/firmware-deps.sh build "$ARCH"
 if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
 	if ! dpkg --print-foreign-architectures | grep -qx "$ARCH"; then
 		echo "firmware: enabling apt's $ARCH architecture to fetch its packages"
@@ -39,10 +39,10 @@ rm -rf "$sysroot" "$work"
 mkdir -p "$sysroot" "$work"
 
 # The kernel: linux-image-$ARCH is a metapackage naming the current ABI.
-kpkg=$(apt-cache depends "linux-image-$ARCH:$ARCH" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)/\1/p' | head -n1)
+kpkg=$(apt-cache depends "linux-image-$ARCH:$ARCH" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ :]*\).*/\1/p' | head -n1)
 if [ -z "$kpkg" ]; then
 	apt-get update -qq
-	kpkg=$(apt-cache depends "linux-image-$ARCH:$ARCH" | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)/\1/p' | head -n1)
+	kpkg=$(apt-cache depends "linux-image-$ARCH:$ARCH" | sed -n 's/^ *Depends: \(linux-image-[0-9][^ :]*\).*/\1/p' | head -n1)
 fi
 [ -n "$kpkg" ] || { echo "firmware: apt knows no linux-image-$ARCH" >&2; exit 1; }
 pkgs="$kpkg e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 libc6 systemd-boot-efi"
@@ -61,7 +61,11 @@ done
 release=$(ls "$sysroot/lib/modules")
 depmod -b "$sysroot" "$release"
 vmlinuz=$sysroot/boot/vmlinuz-$release
-[ "$ARCH" = arm64 ] && [ -f "$sysroot/boot/vmlinuz-$release" ] || true
+# arm64's vmlinuz is a gzip-compressed Image; the stub needs the PE inside.
+if [ "$(head -c2 "$vmlinuz" | od -An -tx1 | tr -d ' ')" = 1f8b ]; then
+	gzip -dc "$vmlinuz" >"$work/Image"
+	vmlinuz=$work/Image
+fi
 
 # Our init and the gateway, static, for the target.
 CGO_ENABLED=0 GOOS=linux GOARCH=$ARCH "$GO" build -trimpath -buildvcs=false \
@@ -100,14 +104,14 @@ printf 'NAME="storegate"\nID=storegate\nVERSION_ID="%s"\nPRETTY_NAME="storegate 
 stubfile=$sysroot/usr/lib/systemd/boot/efi/$stub
 align() { echo $(( ($1 + 0xfffff) / 0x100000 * 0x100000 )); }
 size() { wc -c <"$1"; }
-base=$(objdump -p "$stubfile" | awk '/^ImageBase/{print $2}')
-soi=$(objdump -p "$stubfile" | awk '/^SizeOfImage/{print $2}')
+base=$(${binutils}objdump -p "$stubfile" | awk '/^ImageBase/{print $2}')
+soi=$(${binutils}objdump -p "$stubfile" | awk '/^SizeOfImage/{print $2}')
 osrel=$(align $((0x$base + 0x$soi)))
 cmdl=$(align $((osrel + $(size "$work/os-release"))))
 linux=$(align $((cmdl + $(size "$work/cmdline"))))
 initrd=$(align $((linux + $(size "$vmlinuz"))))
 mkdir -p "$work/esp/EFI/BOOT"
-objcopy \
+"${binutils}objcopy" \
 	--add-section .osrel="$work/os-release" --change-section-vma .osrel="$(printf 0x%x "$osrel")" \
 	--add-section .cmdline="$work/cmdline" --change-section-vma .cmdline="$(printf 0x%x "$cmdl")" \
 	--add-section .linux="$vmlinuz" --change-section-vma .linux="$(printf 0x%x "$linux")" \

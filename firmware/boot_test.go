@@ -202,7 +202,9 @@ presets: []
 		}
 	}
 
-	mem := regexp.MustCompile(`memory in use: (\d+) KiB of (\d+) KiB`).FindStringSubmatch(con.text())
+	// Init reports memory a few seconds after starting the gateway.
+	memText, _ := con.waitFor(" KiB (MemTotal - MemAvailable)", time.Minute)
+	mem := regexp.MustCompile(`memory in use: (\d+) KiB of (\d+) KiB`).FindStringSubmatch(memText)
 
 	// 4. Power off through the power button (ACPI), which init turns into a
 	// clean shutdown; QEMU exits when the guest powers off.
