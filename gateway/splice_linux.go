@@ -133,7 +133,9 @@ func (st *spliceState) fill(fd uintptr) bool {
 		}
 	}
 	for {
-		st.n, st.err = unix.Splice(int(fd), nil, st.p.w, nil, st.p.size, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		// unix.Splice returns int64 on 64-bit Linux and int on 32-bit (arm).
+		n, err := unix.Splice(int(fd), nil, st.p.w, nil, st.p.size, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		st.n, st.err = int64(n), err
 		if st.err != unix.EINTR {
 			break
 		}
@@ -160,8 +162,8 @@ func (st *spliceState) drain(fd uintptr) bool {
 			st.err = e
 			return true
 		}
-		st.left -= m
-		st.written += m
+		st.left -= int64(m)
+		st.written += int64(m)
 	}
 	return true
 }
