@@ -6,7 +6,7 @@ GOFLAGS  := -trimpath
 POLICY   ?=
 TESTFLAGS ?=
 
-.PHONY: all build run test test-deps bench lint fmt vet clean help
+.PHONY: all build run test test-deps bench bench-go lint fmt vet clean help
 
 all: build
 
@@ -27,7 +27,9 @@ test: test-deps ## run all tests (installs curl, openssl, tinyproxy, ... when ro
 	$(GO) test -count=1 $(TESTFLAGS) ./...
 
 BENCHCOUNT ?= 3
-bench: build ## tunnel throughput and CONNECT rate, storegate vs direct, with ratios
+bench: bench-go bench-peers ## all benchmarks: Go micro-benchmarks, then storegate vs direct, tinyproxy and squid
+
+bench-go: build ## Go benchmarks: hot functions, tunnel throughput and CONNECT rate vs direct, with ratios
 	@mkdir -p build/out
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./gateway/ ./gateway/policy/ ./gateway/tlspeek/ | tee build/out/bench-go.txt
 	@awk -f build/ratios.awk build/out/bench-go.txt
