@@ -4,17 +4,18 @@
 # are the firmware architectures.
 
 RELEASE_ARCHS ?= amd64 arm64
+REL_VERSION   := $(VERSION)
 SIGNING_KEY   ?=
 RELEASE_ALLOW_DEV ?=
 
 .PHONY: release release-verify
 
 release: ## cross builds + firmware images + SHA256SUMS + signature (SIGNING_KEY=...)
-	@GO='$(GO)' VERSION='$(VERSION)' SIGNING_KEY='$(SIGNING_KEY)' RELEASE_ALLOW_DEV='$(RELEASE_ALLOW_DEV)' build/release.sh check
-	@$(MAKE) --no-print-directory cross cross-test VERSION='$(VERSION)'
-	@for a in $(RELEASE_ARCHS); do $(MAKE) --no-print-directory firmware ARCH=$$a VERSION='$(VERSION)' || exit 1; done
-	@GO='$(GO)' VERSION='$(VERSION)' RELEASE_ARCHS='$(RELEASE_ARCHS)' SIGNING_KEY='$(SIGNING_KEY)' RELEASE_ALLOW_DEV='$(RELEASE_ALLOW_DEV)' \
+	@GO='$(GO)' VERSION='$(REL_VERSION)' SIGNING_KEY='$(SIGNING_KEY)' RELEASE_ALLOW_DEV='$(RELEASE_ALLOW_DEV)' build/release.sh check
+	@$(MAKE) --no-print-directory cross cross-test VERSION='$(REL_VERSION)'
+	@for a in $(RELEASE_ARCHS); do $(MAKE) --no-print-directory firmware ARCH=$$a VERSION='$(REL_VERSION)' || exit 1; done
+	@GO='$(GO)' VERSION='$(REL_VERSION)' RELEASE_ARCHS='$(RELEASE_ARCHS)' SIGNING_KEY='$(SIGNING_KEY)' RELEASE_ALLOW_DEV='$(RELEASE_ALLOW_DEV)' \
 		build/release.sh assemble
 
 release-verify: ## verify build/out/release-VERSION/ as a user would (ALLOWED_SIGNERS=file)
-	@VERSION='$(VERSION)' build/release.sh verify
+	@VERSION='$(REL_VERSION)' build/release.sh verify
