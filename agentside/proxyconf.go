@@ -534,13 +534,14 @@ func (f ProxyFiles) remove(p string) error {
 // ManagedProxyHost reads the gateway's host:port back from a file this
 // package wrote (a drop-in or the profile snippet); "" when there is none.
 func ManagedProxyHost(content []byte) string {
+	const shell, unit = "export HTTPS_PROXY='", `Environment="HTTPS_PROXY=`
 	for _, line := range strings.Split(string(content), "\n") {
 		var v string
 		switch {
-		case strings.HasPrefix(line, "export HTTPS_PROXY='") && strings.HasSuffix(line, "'"):
-			v = line[len("export HTTPS_PROXY='") : len(line)-1]
-		case strings.HasPrefix(line, `Environment="HTTPS_PROXY=`) && strings.HasSuffix(line, `"`):
-			v = strings.ReplaceAll(line[len(`Environment="HTTPS_PROXY=`):len(line)-1], "%%", "%")
+		case len(line) > len(shell) && strings.HasPrefix(line, shell) && strings.HasSuffix(line, "'"):
+			v = line[len(shell) : len(line)-1]
+		case len(line) > len(unit) && strings.HasPrefix(line, unit) && strings.HasSuffix(line, `"`):
+			v = strings.ReplaceAll(line[len(unit):len(line)-1], "%%", "%")
 		default:
 			continue
 		}
