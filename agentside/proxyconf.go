@@ -247,6 +247,7 @@ type plannedFile struct {
 	mode    fs.FileMode
 	owner   func(root string) (uid, gid int, ok bool) // for a new file; nil: root's default
 	note    string
+	skip    string // not written, and why
 }
 
 func (f ProxyFiles) abs(p string) string {
@@ -297,7 +298,7 @@ func (f ProxyFiles) Set(s ProxySettings) ([]Change, error) {
 			}
 			plan = append(plan, p)
 		} else {
-			changes = append(changes, Change{Path: OMSProxyFile, Action: Skipped, Note: "the Log Analytics agent is not installed"})
+			plan = append(plan, plannedFile{path: OMSProxyFile, skip: "the Log Analytics agent is not installed"})
 		}
 	}
 	if s.Profile {
@@ -308,6 +309,10 @@ func (f ProxyFiles) Set(s ProxySettings) ([]Change, error) {
 		plan = append(plan, p)
 	}
 	for _, p := range plan {
+		if p.skip != "" {
+			changes = append(changes, Change{Path: p.path, Action: Skipped, Note: p.skip})
+			continue
+		}
 		c, err := f.write(p)
 		changes = append(changes, c)
 		if err != nil {

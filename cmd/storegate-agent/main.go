@@ -32,6 +32,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   storegate-agent send  --gateway URL --to URL --file F|- [--header 'K: V']... [--method M] [--spool DIR]
   storegate-agent flush --gateway URL [--spool DIR] [--watch INTERVAL]
+  storegate-agent proxy set|show|clear ...    (storegate-agent proxy help)
+  storegate-agent check --gateway URL [--to https://host[:port]]
 A message the gateway cannot take now is kept in --spool (default `+defaultSpool+`;
 --spool "" disables it) and handed over by a later send or flush.
 `)
@@ -130,6 +132,10 @@ func run(ctx context.Context, args []string, in io.Reader, out, errw io.Writer) 
 			case <-t.C:
 			}
 		}
+	case "proxy":
+		return runProxy(args[1:], out, errw)
+	case "check":
+		return runCheck(ctx, args[1:], out, errw)
 	case "help", "-h", "--help":
 		usage(out)
 		return 0
