@@ -287,7 +287,11 @@ func (f ProxyFiles) Set(s ProxySettings) ([]Change, error) {
 		if secret {
 			mode = 0o600 // systemd reads it as root
 		}
-		plan = append(plan, plannedFile{path: dropInPath(unit), content: dropInContent(unit, proxy, noProxy), mode: mode})
+		p := plannedFile{path: dropInPath(unit), content: dropInContent(unit, proxy, noProxy), mode: mode}
+		if !f.unitExists(unit) {
+			p.note = "no unit file " + unit + " yet; the drop-in applies once it exists"
+		}
+		plan = append(plan, p)
 	}
 	if s.OMS {
 		if st, err := os.Stat(f.abs(OMSDir)); err == nil && st.IsDir() {
@@ -320,6 +324,16 @@ func (f ProxyFiles) Set(s ProxySettings) ([]Change, error) {
 		}
 	}
 	return changes, nil
+}
+
+// unitExists looks for the unit where systemd loads units from.
+func (f ProxyFiles) unitExists(unit string) bool {
+	for _, dir := range []string{SystemdDir, "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"} {
+		if _, err := os.Stat(f.abs(dir + "/" + unit)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // write puts one planned file in place unless it is already right.
@@ -394,15 +408,6 @@ func writeFileAtomic(path string, data []byte, mode fs.FileMode, uid, gid int, c
 		return err
 	}
 	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // ProxyFile is one proxy setting file as found, credentials masked.

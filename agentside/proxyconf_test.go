@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -26,6 +25,9 @@ func fakeRoot(t *testing.T, oms bool) string {
 	if oms {
 		must(t, os.MkdirAll(filepath.Join(root, OMSDir), 0o755))
 	}
+	// pos-agent is installed (by its package); other services are not.
+	must(t, os.MkdirAll(filepath.Join(root, "lib", "systemd", "system"), 0o755))
+	must(t, os.WriteFile(filepath.Join(root, "lib", "systemd", "system", "pos-agent.service"), []byte("[Service]\nExecStart=/bin/true\n"), 0o644))
 	return root
 }
 
@@ -46,7 +48,7 @@ func tree(t *testing.T, root string) string {
 			return err
 		}
 		rel := "/" + filepath.ToSlash(strings.TrimPrefix(p, root+string(filepath.Separator)))
-		if rel == "/etc/passwd" || rel == "/etc/group" {
+		if rel == "/etc/passwd" || rel == "/etc/group" || strings.HasPrefix(rel, "/lib/") {
 			return nil
 		}
 		st, err := os.Stat(p)
@@ -131,8 +133,8 @@ func TestProxySetGolden(t *testing.T) {
 			golden(t, "set-"+tc.name+".txt", got)
 
 			if st, err := os.Stat(filepath.Join(root, OMSProxyFile)); err == nil && os.Geteuid() == 0 {
-				if s := st.Sys().(*syscall.Stat_t); s.Uid != 998 || s.Gid != 997 {
-					t.Errorf("new proxy.conf owned by %d:%d, want omsagent:omiusers 998:997", s.Uid, s.Gid)
+				if uid, gid, _ := fileOwner(st); uid != 998 || gid != 997 {
+					t.Errorf("new proxy.conf owned by %d:%d, want omsagent:omiusers 998:997", uid, gid)
 				}
 			}
 
@@ -197,10 +199,10 @@ func TestProxySetKeepsOwnerOfExistingOMSFile(t *testing.T) {
 		t.Fatalf("changes: %v", changes)
 	}
 	st, _ := os.Stat(p)
-	s := st.Sys().(*syscall.Stat_t)
+	uid, gid, _ := fileOwner(st)
 	b, _ := os.ReadFile(p)
-	if s.Uid != 1234 || s.Gid != 4321 || st.Mode().Perm() != 0o600 || string(b) != "http://gw:8080" {
-		t.Errorf("owner %d:%d mode %o content %q", s.Uid, s.Gid, st.Mode().Perm(), b)
+	if uid != 1234 || gid != 4321 || st.Mode().Perm() != 0o600 || string(b) != "http://gw:8080" {
+		t.Errorf("owner %d:%d mode %o content %q", uid, gid, st.Mode().Perm(), b)
 	}
 }
 

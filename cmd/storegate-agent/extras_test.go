@@ -169,6 +169,13 @@ func TestProxySetThenCurl(t *testing.T) {
 	rec := &tunnels{}
 	gw := "http://" + realGateway(t, port, rec)
 	root := t.TempDir()
+	unit := filepath.Join(root, "usr/lib/systemd/system/pos-agent.service")
+	if err := os.MkdirAll(filepath.Dir(unit), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(unit, []byte("[Service]\nExecStart=/bin/true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var out, errw bytes.Buffer
 	args := []string{"proxy", "set", "--gateway", gw, "--service", "pos-agent", "--root", root}
 	if code := run(context.Background(), args, nil, &out, &errw); code != 0 {
