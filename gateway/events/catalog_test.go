@@ -279,3 +279,19 @@ func FuzzTranslate(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkEmit(b *testing.B) {
+	for _, lang := range []string{"en", "sv"} {
+		for _, msg := range []string{"tunnel closed", "host not allowed: evil.example", "spool open: 12 messages waiting"} {
+			b.Run(lang+"/"+msg, func(b *testing.B) {
+				l := NewLog(io.Discard, Options{Language: lang, Recent: 2})
+				defer l.Close()
+				f := []Field{Str(KeyTarget, "a.example:443"), Int(KeyBytesUp, 10)}
+				b.ReportAllocs()
+				for b.Loop() {
+					l.Emit(ConnectReceived, msg, f...)
+				}
+			})
+		}
+	}
+}
