@@ -117,6 +117,12 @@ mkdir -p "$work/esp/EFI/BOOT"
 	--add-section .linux="$vmlinuz" --change-section-vma .linux="$(printf 0x%x "$linux")" \
 	--add-section .initrd="$work/initrd.gz" --change-section-vma .initrd="$(printf 0x%x "$initrd")" \
 	"$stubfile" "$work/esp/EFI/BOOT/$bootefi"
+# objcopy stamps the PE header with the current time: use the commit's, and
+# clear the (optional, unchecked by UEFI) checksum that depends on it.
+uki=$work/esp/EFI/BOOT/$bootefi
+pe=$(od -An -tu4 -j60 -N4 "$uki" | tr -d ' ')
+perl -e 'print pack("V", $ARGV[0])' "$SOURCE_DATE_EPOCH" | dd of="$uki" bs=1 seek=$((pe + 8)) conv=notrunc status=none
+head -c4 /dev/zero | dd of="$uki" bs=1 seek=$((pe + 88)) conv=notrunc status=none
 
 # The STOREGATE partition's files.
 mkdir -p "$work/cfg"
