@@ -35,6 +35,7 @@ func runGateway(ctx context.Context, args []string, s stdio) int {
 		emitPolicyError(log, *policyPath, err)
 		return 1
 	}
+	_ = log.SetLanguage(snap.File.Events.Language) // validated by the policy loader
 	var srv *gateway.Server
 	sf, err := newStoreForward(snap, func() *gateway.Server { return srv }, log)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 // storeForward is the spool and the uplink tracker of a running gateway.
 type storeForward struct {
+	log   *events.Log // nil in tests that pass another Emitter
 	link  *link.Tracker
 	spool *spool.Spool // nil when spool.disabled
 }
@@ -60,6 +61,7 @@ func newStoreForward(snap *policy.Snapshot, srv func() *gateway.Server, log even
 		lo.Probe = link.DialProbe(plain.DialContext, addr)
 	}
 	sf := &storeForward{link: link.New(lo)}
+	sf.log, _ = log.(*events.Log)
 	if f.Spool.Disabled {
 		return sf, nil
 	}
@@ -110,6 +112,9 @@ func (sf *storeForward) gatewayConfig(cfg *gateway.Config) {
 		return depth, sf.link.State().String()
 	}
 	cfg.OnApply = func(snap *policy.Snapshot) {
+		if sf.log != nil {
+			_ = sf.log.SetLanguage(snap.File.Events.Language)
+		}
 		if sf.spool != nil {
 			_ = sf.spool.SetLimits(spoolLimits(snap))
 		}
