@@ -10,15 +10,15 @@ const MiB = 1 << 20
 // Raise a budget only with a reason in the commit message.
 func Size() map[string]int64 {
 	return map[string]int64{
-		"linux/amd64":   16 * MiB,
-		"linux/arm64":   16 * MiB,
-		"linux/arm":     16 * MiB,
-		"windows/amd64": 17 * MiB,
+		"linux/amd64":   12 * MiB,
+		"linux/arm64":   12 * MiB,
+		"linux/arm":     12 * MiB,
+		"windows/amd64": 12 * MiB,
 	}
 }
 
 // InitSize is the budget of the firmware's init (PID 1).
-const InitSize = 5 * MiB
+const InitSize = 4 * MiB
 
 // Denied lists packages no release binary may depend on, with the reason.
 func Denied() map[string]string {
