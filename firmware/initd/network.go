@@ -208,14 +208,16 @@ func (r *runner) acquire(ctx context.Context, i net.Interface) (dhcp.Lease, *dhc
 		conn.Close()
 		return l, nil, err
 	}
-	if err := r.applyLease(i, l); err != nil {
+	if err := r.applyLease(i, l, true); err != nil {
 		conn.Close()
 		return l, nil, err
 	}
 	return l, c, nil
 }
 
-func (r *runner) applyLease(i net.Interface, l dhcp.Lease) error {
+// applyLease configures the interface; it logs only when told to, so that
+// renewals every few hours do not write over the technician's console.
+func (r *runner) applyLease(i net.Interface, l dhcp.Lease, log bool) error {
 	if err := netconf.AddAddr(i.Index, l.Addr); err != nil {
 		return err
 	}
@@ -227,7 +229,9 @@ func (r *runner) applyLease(i net.Interface, l dhcp.Lease) error {
 	if err := netconf.WriteResolvConf("/etc/resolv.conf", l.DNS); err != nil {
 		return err
 	}
-	r.logf("network: %s dhcp %s gateway %s dns %v lease %s", i.Name, l.Addr, l.Router, l.DNS, l.Duration)
+	if log {
+		r.logf("network: %s dhcp %s gateway %s dns %v lease %s", i.Name, l.Addr, l.Router, l.DNS, l.Duration)
+	}
 	return nil
 }
 
@@ -243,11 +247,13 @@ func (r *runner) keepLease(ctx context.Context, i net.Interface, c *dhcp.Client,
 		nl, err := c.Renew(ctx, l)
 		switch {
 		case err == nil:
-			if nl.Addr != l.Addr {
-				r.logf("network: %s renewed with a new address %s (was %s)", i.Name, nl.Addr, l.Addr)
-			}
-			if err := r.applyLease(i, nl); err != nil {
+			changed := nl.Addr != l.Addr || nl.Router != l.Router
+			if err := r.applyLease(i, nl, changed); err != nil {
 				r.logf("network: %v", err)
+			} else if nl.Addr != l.Addr {
+				if err := netconf.DelAddr(i.Index, l.Addr); err != nil {
+					r.logf("network: removing the old address %s: %v", l.Addr, err)
+				}
 			}
 			l, expires, wait = nl, time.Now().Add(nl.Duration), nl.Renew
 		case errors.Is(err, dhcp.ErrNak) || time.Now().After(expires):

@@ -29,8 +29,25 @@ func LinkUp(ifindex int) error {
 
 // AddAddr gives the interface the address p (replacing the same address).
 func AddAddr(ifindex int, p netip.Prefix) error {
+	msg, err := addrMsg(ifindex, p)
+	if err != nil {
+		return err
+	}
+	return request(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, msg)
+}
+
+// DelAddr removes the address p from the interface.
+func DelAddr(ifindex int, p netip.Prefix) error {
+	msg, err := addrMsg(ifindex, p)
+	if err != nil {
+		return err
+	}
+	return request(unix.RTM_DELADDR, 0, msg)
+}
+
+func addrMsg(ifindex int, p netip.Prefix) ([]byte, error) {
 	if !p.Addr().Is4() {
-		return fmt.Errorf("netconf: %s is not an IPv4 prefix", p)
+		return nil, fmt.Errorf("netconf: %s is not an IPv4 prefix", p)
 	}
 	msg := make([]byte, unix.SizeofIfAddrmsg)
 	am := (*unix.IfAddrmsg)(unsafe.Pointer(&msg[0]))
@@ -47,7 +64,7 @@ func AddAddr(ifindex int, p netip.Prefix) error {
 		binary.BigEndian.PutUint32(bc[:], binary.BigEndian.Uint32(bc[:])|host)
 		msg = attr(msg, unix.IFA_BROADCAST, bc[:])
 	}
-	return request(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, msg)
+	return msg, nil
 }
 
 // SetDefaultRoute points the IPv4 default route at gw through the interface.

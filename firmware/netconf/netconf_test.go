@@ -1,6 +1,7 @@
 package netconf
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -83,6 +84,15 @@ func TestConfigureInNamespace(t *testing.T) {
 		// default route: destination 00000000, gateway 127.9.0.2 little-endian
 		if !strings.Contains(string(routes), "lo\t00000000\t0200097F") {
 			t.Errorf("no default route via 127.9.0.2 in\n%s", routes)
+		}
+		if err := AddAddr(lo.Index, netip.MustParsePrefix("127.8.0.1/16")); err != nil {
+			return err
+		}
+		if err := DelAddr(lo.Index, netip.MustParsePrefix("127.8.0.1/16")); err != nil {
+			return err
+		}
+		if addrs, err := lo.Addrs(); err != nil || strings.Contains(fmt.Sprint(addrs), "127.8.0.1") {
+			t.Errorf("127.8.0.1 still present after DelAddr: %v %v", addrs, err)
 		}
 		if err := AddAddr(lo.Index, netip.MustParsePrefix("::1/128")); err == nil {
 			t.Error("IPv6 accepted")
