@@ -103,51 +103,8 @@ presets: []
 	}
 
 	fwd := freePort(t)
-	serialSock := filepath.Join(dir, "serial.sock")
-	monSock := filepath.Join(dir, "monitor.sock")
-	args := []string{
-		"-machine", q.machine + ",accel=" + accel, "-cpu", q.cpu, "-m", "256", "-smp", "1",
-		"-nographic", "-no-reboot", "-nodefaults",
-		"-drive", "if=pflash,format=raw,readonly=on,file=" + q.code,
-		"-drive", "if=pflash,format=raw,file=" + vars,
-		"-drive", "if=none,id=d0,format=raw,file=" + disk,
-		"-device", "virtio-blk-pci,drive=d0,bootindex=0",
-		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:8080", fwd),
-		"-device", "virtio-net-pci,netdev=n0,romfile=",
-		"-chardev", "socket,id=s0,path=" + serialSock + ",server=on,wait=on",
-		"-serial", "chardev:s0",
-		"-monitor", "unix:" + monSock + ",server=on,wait=off",
-	}
-	if arch == "amd64" {
-		args = append(args, "-vga", "none")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), bootLimit+2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, q.qemu, args...)
-	var qemuOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &qemuOut, &qemuOut
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s: %v", q.qemu, err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-
-	// QEMU waits for us on the serial socket (wait=on) so no output is lost.
-	serial := dialUnix(t, serialSock, 30*time.Second)
-	con := newConsole(serial)
-	defer func() {
-		if t.Failed() {
-			t.Logf("serial output:\n%s\nqemu:\n%s", con.text(), qemuOut.String())
-		}
-	}()
+	v := startVM(t, q.qemu, qemuArgs(arch, q.machine, accel, q.cpu, q.code, vars, disk, fwd), dir, "boot1", bootLimit)
+	con, start, exited, monSock := v.con, v.start, v.exited, v.monSock
 
 	// 1. A CONNECT through the forwarded port to the allowed upstream. The
 	// gateway may still be bringing up its network: retry until the deadline.
@@ -221,6 +178,35 @@ presets: []
 		t.Errorf("kernel panic on the console")
 	}
 
+	// 5. A second boot of the same disk: the data file system made on the
+	// first boot is checked (e2fsck -p) and mounted, not made again, and the
+	// gateway serves again.
+	v2 := startVM(t, q.qemu, qemuArgs(arch, q.machine, accel, q.cpu, q.code, vars, disk, fwd), dir, "boot2", bootLimit)
+	if out, err := v2.con.waitFor("gateway started", bootLimit); err != nil {
+		t.Errorf("second boot: %v", err)
+	} else {
+		if strings.Contains(out, "creating an ext4") || strings.Contains(out, "e2fsck -p:") || !strings.Contains(out, "mounted on /var/lib/storegate") {
+			t.Errorf("second boot did not reuse a clean data file system:\n%s", out)
+		}
+	}
+	var again error
+	for deadline := time.Now().Add(bootLimit); time.Now().Before(deadline); time.Sleep(time.Second) {
+		var resp *http.Response
+		if resp, again = client.Get(target); again == nil {
+			resp.Body.Close()
+			break
+		}
+	}
+	if again != nil {
+		t.Errorf("second boot: no tunnel: %v", again)
+	}
+	monitor(t, v2.monSock, "system_powerdown")
+	select {
+	case <-v2.exited:
+	case <-time.After(2 * time.Minute):
+		t.Error("second boot: no power off within 2 minutes")
+	}
+
 	alloc := allocated(t, img)
 	t.Logf("image %s: %d bytes (%d allocated on disk)", filepath.Base(img), st.Size(), alloc)
 	t.Logf("boot to serving (QEMU start to first tunnel, %s, UEFI included): %s", accel, serving.Round(10*time.Millisecond))
@@ -231,6 +217,75 @@ presets: []
 	}
 	fmt.Printf("firmware-test: arch=%s accel=%s image_bytes=%d boot_to_serving=%s guest_mem_used_kib=%s guest_mem_total_kib=%s\n",
 		arch, accel, st.Size(), serving.Round(10*time.Millisecond), at(mem, 1), at(mem, 2))
+}
+
+func qemuArgs(arch, machine, accel, cpu, code, vars, disk string, fwd int) []string {
+	args := []string{
+		"-machine", machine + ",accel=" + accel, "-cpu", cpu, "-m", "256", "-smp", "1",
+		"-nographic", "-no-reboot", "-nodefaults",
+		"-drive", "if=pflash,format=raw,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,file=" + vars,
+		"-drive", "if=none,id=d0,format=raw,file=" + disk,
+		"-device", "virtio-blk-pci,drive=d0,bootindex=0",
+		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:8080", fwd),
+		"-device", "virtio-net-pci,netdev=n0,romfile=",
+	}
+	if arch == "amd64" {
+		args = append(args, "-vga", "none")
+	}
+	return args
+}
+
+// vm is one run of QEMU with its serial console and monitor.
+type vm struct {
+	con     *console
+	start   time.Time
+	exited  chan struct{}
+	monSock string
+}
+
+// startVM starts QEMU with the serial port and monitor on sockets in dir
+// named after name; QEMU is killed at the end of the test at the latest.
+func startVM(t *testing.T, qemu string, args []string, dir, name string, limit time.Duration) *vm {
+	t.Helper()
+	serialSock := filepath.Join(dir, name+"-serial.sock")
+	v := &vm{monSock: filepath.Join(dir, name+"-monitor.sock"), exited: make(chan struct{})}
+	args = append(args,
+		"-chardev", "socket,id=s0,path="+serialSock+",server=on,wait=on",
+		"-serial", "chardev:s0",
+		"-monitor", "unix:"+v.monSock+",server=on,wait=off")
+	ctx, cancel := context.WithTimeout(context.Background(), limit+5*time.Minute)
+	cmd := exec.CommandContext(ctx, qemu, args...)
+	var qemuOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &qemuOut, &qemuOut
+	v.start = time.Now()
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("%s: %v", qemu, err)
+	}
+	go func() {
+		_ = cmd.Wait()
+		close(v.exited)
+	}()
+	// Cleanups run last-registered first: QEMU is stopped before its output
+	// is read.
+	t.Cleanup(func() {
+		if t.Failed() {
+			serial := ""
+			if v.con != nil {
+				serial = v.con.text()
+			}
+			t.Logf("%s serial output:\n%s\nqemu:\n%s", name, serial, qemuOut.String())
+		}
+	})
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-v.exited
+		cancel()
+	})
+	// QEMU waits for us on the serial socket (wait=on) so no output is lost.
+	v.con = newConsole(dialUnix(t, serialSock, 30*time.Second))
+	return v
 }
 
 func at(s []string, i int) string {
