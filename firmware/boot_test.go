@@ -85,8 +85,7 @@ func TestBootImage(t *testing.T) {
 
 	// Drop the policy onto the STOREGATE partition with mtools, as an
 	// integrator does with the card in a laptop.
-	policy := filepath.Join(dir, "policy.yaml")
-	writeFile(t, policy, fmt.Sprintf(`# boot test policy
+	policy := fmt.Sprintf(`# boot test policy
 version: 1
 listen_address: 0.0.0.0
 listen_port: 8080
@@ -94,13 +93,8 @@ admin_address: 127.0.0.1:8081
 allowed_hosts: [%s]
 allowed_ports: [%d]
 presets: []
-`, qemuGuestHost, upPort))
-	off := partitionOffset(t, disk, "STOREGATE")
-	mcopy := exec.Command("mcopy", "-o", "-i", fmt.Sprintf("%s@@%d", disk, off), policy, "::/policy.yaml")
-	mcopy.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
-	if out, err := mcopy.CombinedOutput(); err != nil {
-		t.Fatalf("mcopy: %v %s", err, out)
-	}
+`, qemuGuestHost, upPort)
+	dropPolicy(t, dir, disk, policy)
 
 	fwd := freePort(t)
 	v := startVM(t, q.qemu, qemuArgs(arch, q.machine, accel, q.cpu, q.code, vars, disk, fwd), dir, "boot1", bootLimit)
@@ -178,13 +172,24 @@ presets: []
 		t.Errorf("kernel panic on the console")
 	}
 
-	// 5. A second boot of the same disk: the data file system made on the
+	// 5. A second boot of the same disk with a static address in the policy
+	// (the one QEMU's forward points at): the data file system made on the
 	// first boot is checked (e2fsck -p) and mounted, not made again, and the
 	// gateway serves again.
+	dropPolicy(t, dir, disk, policy+"network: {dhcp: false, address: 10.0.2.15/24, gateway: 10.0.2.2, dns: [10.0.2.3]}\n")
 	v2 := startVM(t, q.qemu, qemuArgs(arch, q.machine, accel, q.cpu, q.code, vars, disk, fwd), dir, "boot2", bootLimit)
-	if out, err := v2.con.waitFor("gateway started", bootLimit); err != nil {
+	if _, err := v2.con.waitFor(" dns [", bootLimit); err != nil {
 		t.Errorf("second boot: %v", err)
 	} else {
+		out := v2.con.text()
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "network: eth0") || strings.Contains(line, "data partition") {
+				t.Logf("second boot: %s", strings.TrimSpace(line))
+			}
+		}
+		if !strings.Contains(out, "static 10.0.2.15/24 gateway 10.0.2.2") {
+			t.Errorf("second boot did not take the static address from the policy:\n%s", out)
+		}
 		if strings.Contains(out, "creating an ext4") || strings.Contains(out, "e2fsck -p:") || !strings.Contains(out, "mounted on /var/lib/storegate") {
 			t.Errorf("second boot did not reuse a clean data file system:\n%s", out)
 		}
@@ -299,6 +304,20 @@ func writeFile(t *testing.T, p, s string) {
 	t.Helper()
 	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// dropPolicy writes policy.yaml onto the image's STOREGATE partition with
+// mtools, as an integrator does with the card in a laptop.
+func dropPolicy(t *testing.T, dir, disk, policy string) {
+	t.Helper()
+	p := filepath.Join(dir, "policy.yaml")
+	writeFile(t, p, policy)
+	off := partitionOffset(t, disk, "STOREGATE")
+	mcopy := exec.Command("mcopy", "-o", "-i", fmt.Sprintf("%s@@%d", disk, off), p, "::/policy.yaml")
+	mcopy.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+	if out, err := mcopy.CombinedOutput(); err != nil {
+		t.Fatalf("mcopy: %v %s", err, out)
 	}
 }
 
