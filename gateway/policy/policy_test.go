@@ -27,6 +27,7 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 	}{
 		{"port text", "version: 1\nlisten_port: \"text\"\n", `x.yaml:2: listen_port: "text" is not a whole number; valid: 1-65535`},
 		{"port range", "version: 1\nlisten_port: 70000\n", `x.yaml:2: listen_port: 70000 is out of range; valid: 1-65535`},
+		{"port zero", "version: 1\nlisten_port: 0\n", `x.yaml:2: listen_port: 0 is out of range; valid: 1-65535`},
 		{"unknown key", "version: 1\nlisten_prot: 80\n", `x.yaml:2: listen_prot: unknown key "listen_prot"`},
 		{"unknown nested", "version: 1\nlimits:\n  dial_timout: 3s\n", `x.yaml:3: limits.dial_timout: unknown key "dial_timout"`},
 		{"bad duration", "version: 1\nlimits:\n  dial_timeout: soon\n", `x.yaml:3: limits.dial_timeout:`},
