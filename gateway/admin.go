@@ -142,7 +142,6 @@ func (s *Server) ReloadFailed(err error, diskHash string) {
 	s.mu.Lock()
 	s.reload.errors++
 	s.reload.lastErr = err.Error()
-	s.reload.lastErrAt = s.cfg.Now()
 	s.reload.diskHash = diskHash
 	s.mu.Unlock()
 }

@@ -47,7 +47,8 @@ type Config struct {
 	Dialer   Dialer           // nil: a net.Dialer (keep-alive off where the idle sweeper runs)
 	Now      func() time.Time // nil: time.Now
 	Link     Link             // nil: the link is always up
-	// Spool serves /spool/v1/ on the proxy listener; nil answers 404 there.
+	// Spool serves /spool/v1/ on the proxy listener; nil: those paths get
+	// 405 like any other request that is not CONNECT.
 	Spool http.Handler
 	// SpoolMetrics writes the spool's and link's series into /metrics.
 	SpoolMetrics func(w io.Writer)
@@ -58,8 +59,9 @@ type Config struct {
 	OnApply func(*policy.Snapshot)
 }
 
-// Server is the gateway. Create it with New, give it a policy with SetPolicy,
-// then Start it; Shutdown drains it.
+// Server is the gateway. Create it with New; Apply puts a policy in force and
+// opens (or moves) the listeners, at start and on every reload; Shutdown
+// drains it.
 type Server struct {
 	cfg     Config
 	emit    events.Emitter
@@ -86,7 +88,6 @@ type Server struct {
 type reloadState struct {
 	errors      uint64
 	lastErr     string
-	lastErrAt   time.Time
 	lastSuccess time.Time
 	diskHash    string
 }
