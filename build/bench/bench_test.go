@@ -153,6 +153,28 @@ func TestSampleTreeSumsDescendants(t *testing.T) {
 	}
 }
 
+func TestRSSSplit(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "7")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	status := "Name:\tsquid\nVmRSS:\t  3000 kB\nRssAnon:\t  1000 kB\nRssFile:\t  1900 kB\nRssShmem:\t 100 kB\n"
+	if err := os.WriteFile(filepath.Join(dir, "status"), []byte(status), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	anon, file, err := rssSplit(root, 7)
+	if err != nil || anon != 1000 || file != 1900 {
+		t.Fatalf("rssSplit = %d, %d, %v; want 1000, 1900", anon, file, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "status"), []byte("Name:\tx\nRssAnon:\t1 MB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := rssSplit(root, 7); err == nil {
+		t.Error("rssSplit of a malformed status: no error")
+	}
+}
+
 func TestSampleTreeReadsThisProcess(t *testing.T) {
 	s, err := sampleTree("/proc", os.Getpid())
 	if err != nil {
@@ -494,7 +516,7 @@ func TestProxyMeasurementsThroughAProxy(t *testing.T) {
 	ms = append(ms, b.rate(ctx, s, 1, true)...)
 	ms = append(ms, b.tunnels(ctx, s, 1)...)
 	v := values(ms)
-	for _, metric := range []string{"rss_idle", "fds_idle", "bulk_down_1", "bulk_tls_up_1", "rate_tls", "rss_20", "rss_50"} {
+	for _, metric := range []string{"rss_idle", "rss_idle_anon", "rss_idle_file", "fds_idle", "bulk_down_1", "bulk_tls_up_1", "rate_tls", "rss_20", "rss_50"} {
 		if m, ok := v[metric]; !ok || !(m.Value > 0) || m.Errors != 0 {
 			t.Errorf("%s = %+v, want a positive figure and no errors", metric, m)
 		}

@@ -230,6 +230,11 @@ func (b *bench) idle(s *subject, rep int) []measurement {
 		return nil
 	}
 	out := []measurement{b.m(rep, s, "rss_idle", "MiB", float64(ps.rssKiB)/1024, 0)}
+	if anon, file, err := rssSplit(b.procRoot, s.pid()); err == nil {
+		out = append(out,
+			b.m(rep, s, "rss_idle_anon", "MiB", float64(anon)/1024, 0),
+			b.m(rep, s, "rss_idle_file", "MiB", float64(file)/1024, 0))
+	}
 	if n, err := openFDs(b.procRoot, s.pid()); err == nil {
 		s.idleFDs = n
 		out = append(out, b.m(rep, s, "fds_idle", "count", float64(n), 0))

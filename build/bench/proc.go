@@ -127,3 +127,41 @@ func openFDs(procRoot string, pid int) (int, error) {
 	ents, err := os.ReadDir(filepath.Join(procRoot, strconv.Itoa(pid), "fd"))
 	return len(ents), err
 }
+
+// rssSplit reads RssAnon and RssFile (KiB) from /proc/PID/status: how much of
+// a process's resident memory is its own heap and stacks and how much is
+// mapped files, mostly its executable's text.
+func rssSplit(procRoot string, pid int) (anonKiB, fileKiB int64, err error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, 0, err
+	}
+	found := 0
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		var dst *int64
+		switch string(k) {
+		case "RssAnon":
+			dst = &anonKiB
+		case "RssFile":
+			dst = &fileKiB
+		default:
+			continue
+		}
+		f := bytes.Fields(v)
+		if len(f) != 2 || string(f[1]) != "kB" {
+			return 0, 0, fmt.Errorf("status: %s: unexpected %q", k, v)
+		}
+		if *dst, err = strconv.ParseInt(string(f[0]), 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("status: %s: %w", k, err)
+		}
+		found++
+	}
+	if found != 2 {
+		return 0, 0, errors.New("status: no RssAnon/RssFile lines")
+	}
+	return anonKiB, fileKiB, nil
+}

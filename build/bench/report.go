@@ -107,6 +107,8 @@ func tableRows(levels []int) []row {
 	rate("CONNECT+TLS1.3+echo, inspect on", "rate_tls", subjInspect)
 	rs = append(rs,
 		row{label: "idle RSS MiB", metric: "rss_idle", storegate: subjStoregate},
+		row{label: "  anonymous (heap, stacks) MiB", metric: "rss_idle_anon", storegate: subjStoregate},
+		row{label: "  mapped files (executable) MiB", metric: "rss_idle_file", storegate: subjStoregate},
 		row{label: "idle RSS MiB, inspect on", metric: "rss_idle", storegate: subjInspect},
 	)
 	for _, n := range levels {
