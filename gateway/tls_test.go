@@ -229,3 +229,76 @@ func TestOpenSSLThroughProxy(t *testing.T) {
 		gw.rec.waitFor(t, c.id, map[string]string{events.KeySNI: "tls.example"})
 	}
 }
+
+// TestClientCertificateInTunnel: the upstream asks for a client certificate
+// under TLS 1.2; the gateway reads the client's Certificate message in the
+// tunnel and checks its subject, with openssl s_client as the client.
+func TestClientCertificateInTunnel(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatal("openssl is required (make test-deps installs it)")
+	}
+	pki := newPKI(t, "pos.example")
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{pki.cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pki.pool,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { c.(*tls.Conn).Handshake(); io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	gw := startGW(t, fmt.Sprintf("allowed_hosts: [pos.example]\nallowed_ports: [%d]\nallowed_networks: [127.0.0.1/32]\nallowed_client_certificates: [\"CN=pos-0001,O=Contoso\"]\n", port),
+		func(c *Config) { c.Resolver = mapResolver{"pos.example": {"127.0.0.1"}} })
+	_, goodCrt, goodKey := pki.issue(t, pkix.Name{CommonName: "pos-0001", Organization: []string{"Contoso"}}, nil, true)
+	_, badCrt, badKey := pki.issue(t, pkix.Name{CommonName: "pos-6666", Organization: []string{"Contoso"}}, nil, true)
+	run := func(crt, key string) {
+		args := []string{"s_client", "-proxy", gw.addr, "-connect", fmt.Sprintf("pos.example:%d", port),
+			"-servername", "pos.example", "-CAfile", pki.caFile, "-tls1_2"}
+		if crt != "" {
+			args = append(args, "-cert", crt, "-key", key)
+		}
+		cmd := exec.Command(openssl, args...)
+		cmd.Stdin = strings.NewReader("Q\n")
+		cmd.Run() // the decision is read from the gateway's events
+	}
+	run(goodCrt, goodKey)
+	e := gw.rec.waitFor(t, events.TLSVerified, map[string]string{events.KeySNI: "pos.example"})
+	if !strings.Contains(e.fields[events.KeySubject], "pos-0001") {
+		t.Fatalf("event 107 does not name the subject: %v", e.fields)
+	}
+	run(badCrt, badKey)
+	e = gw.rec.waitFor(t, events.NotAllowed, map[string]string{events.KeySNI: "pos.example"})
+	if !strings.Contains(e.fields[events.KeySubject], "pos-6666") {
+		t.Fatalf("event 105 does not name the refused subject: %v", e.fields)
+	}
+	run("", "")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := 0
+		gw.rec.mu.Lock()
+		for _, ev := range gw.rec.evs {
+			if ev.id == events.NotAllowed {
+				n++
+			}
+		}
+		gw.rec.mu.Unlock()
+		if n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a tunnel without a client certificate was not refused")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
