@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
+
 	"github.com/storegate/storegate/gateway/policy"
 )
 
@@ -219,4 +221,67 @@ func TestBinarySIGTERM(t *testing.T) {
 	if !strings.Contains(stderr.String(), `"event_id":102`) {
 		t.Fatalf("no event 102: %s", stderr.String())
 	}
+}
+
+// TestRunWithConsole: `storegate run --console DEV` serves the console on the
+// device: the banner, then a prompt that answers status (here a pty).
+func TestRunWithConsole(t *testing.T) {
+	ptmx, pts, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	defer pts.Close()
+	ports := freePorts(t, 2)
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(path, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\nspool: {dir: %q}\n", ports[0], ports[1], t.TempDir())), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- dispatch(ctx, []string{"run", "--policy", path, "--console", pts.Name()}, stdio{Out: io.Discard, Err: io.Discard})
+	}()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("run did not stop")
+		}
+	}()
+	var mu sync.Mutex
+	var out []byte
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(b)
+			mu.Lock()
+			out = append(out, b[:n]...)
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	waitFor := func(want string) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			mu.Lock()
+			s := string(out)
+			mu.Unlock()
+			if strings.Contains(s, want) {
+				return s
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("console never showed %q; got:\n%s", want, s)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	banner := waitFor("storegate> ")
+	if !strings.Contains(banner, fmt.Sprintf("127.0.0.1:%d", ports[0])) || !strings.Contains(banner, path) {
+		t.Fatalf("banner lacks the listen address or policy:\n%s", banner)
+	}
+	ptmx.Write([]byte("status\r"))
+	waitFor("tunnels ")
 }
