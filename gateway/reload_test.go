@@ -27,6 +27,7 @@ import (
 // cmd/storegate's startWatcher wires them.
 
 type reloadGW struct {
+	first *policy.Snapshot
 	t     *testing.T
 	path  string // the policy file as the gateway names it
 	srv   *Server
@@ -71,26 +72,36 @@ func sum(b []byte) string {
 // may lay out symlinks first) and starts a gateway and a watcher on it.
 func newReloadGW(t *testing.T, body string, setup func(g *reloadGW, first []byte), tune func(w *policy.Watcher)) *reloadGW {
 	t.Helper()
-	dir := t.TempDir()
-	g := &reloadGW{t: t, path: filepath.Join(dir, "policy.yaml"), rec: &recorder{}, poll: make(chan time.Time),
-		port: reloadFreePort(t), echo: echoServer(t), echo2: echoServer(t)}
-	g.admin = fmt.Sprintf("127.0.0.1:%d", reloadFreePort(t))
-	first := g.doc(body)
-	if setup != nil {
-		setup(g, first)
-	} else if err := os.WriteFile(g.path, first, 0o644); err != nil {
-		t.Fatal(err)
+	g := &reloadGW{t: t, rec: &recorder{}, poll: make(chan time.Time), echo: echoServer(t), echo2: echoServer(t)}
+	// The ports are picked free and then bound by the gateway; another test
+	// running in parallel can take one in between, so try a few times.
+	for attempt := 0; ; attempt++ {
+		g.port = reloadFreePort(t)
+		g.admin = fmt.Sprintf("127.0.0.1:%d", reloadFreePort(t))
+		g.path = filepath.Join(t.TempDir(), "policy.yaml")
+		first := g.doc(body)
+		if setup != nil {
+			setup(g, first)
+		} else if err := os.WriteFile(g.path, first, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := policy.Load(g.path, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.srv = New(Config{Version: "test", Events: g.rec, Resolver: mapResolver{
+			"a.test": {"127.0.0.1"}, "b.test": {"127.0.0.1"}, "c.test": {"127.0.0.1"},
+		}})
+		err = g.srv.Apply(snap)
+		if err == nil {
+			g.first = snap
+			break
+		}
+		if !strings.Contains(err.Error(), "address already in use") || attempt == 4 {
+			t.Fatal(err)
+		}
 	}
-	snap, err := policy.Load(g.path, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.srv = New(Config{Version: "test", Events: g.rec, Resolver: mapResolver{
-		"a.test": {"127.0.0.1"}, "b.test": {"127.0.0.1"}, "c.test": {"127.0.0.1"},
-	}})
-	if err := g.srv.Apply(snap); err != nil {
-		t.Fatal(err)
-	}
+	snap := g.first
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &policy.Reloader{Path: g.path, Apply: g.srv.Apply, Current: g.srv.Policy,
 		Failed: g.srv.ReloadFailed, Succeeded: g.srv.ReloadSucceeded, Emit: g.rec}
