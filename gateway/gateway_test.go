@@ -391,6 +391,7 @@ func TestGracefulShutdownDrainsThenCuts(t *testing.T) {
 	}
 	finishing, fbr := open()
 	stuck, sbr := open()
+	admin := "http://" + gw.srv.Addr("admin").String()
 
 	done := make(chan int, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 1*time.Second)
@@ -405,6 +406,15 @@ func TestGracefulShutdownDrainsThenCuts(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", gw.addr, time.Second); err == nil {
 		c.Close()
 		t.Fatal("listener still accepting during shutdown")
+	}
+	// The admin endpoint stays up while tunnels drain and says not ready.
+	resp, err := http.Get(admin + "/readyz")
+	if err != nil {
+		t.Fatalf("admin endpoint gone during drain: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz during drain: %d, want 503", resp.StatusCode)
 	}
 	// An open tunnel keeps working during the grace period.
 	io.WriteString(finishing, "ping")

@@ -323,6 +323,12 @@ func (s *Server) Shutdown(ctx context.Context) (cut int) {
 	spool := s.spoolSrv
 	s.mu.Unlock()
 	for _, l := range ls {
+		if l.role == "admin" {
+			// Kept open while tunnels drain, so a load balancer reads 503
+			// on /readyz instead of a refused connection.
+			defer l.close()
+			continue
+		}
 		l.close()
 	}
 	s.wg.Wait() // accept loops have returned
