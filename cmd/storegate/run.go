@@ -36,6 +36,7 @@ func runGateway(ctx context.Context, args []string, s stdio) int {
 		return 1
 	}
 	_ = log.SetLanguage(snap.File.Events.Language) // validated by the policy loader
+	procs := applyMaxProcs(snap)
 	var srv *gateway.Server
 	sf, err := newStoreForward(snap, func() *gateway.Server { return srv }, log)
 	if err != nil {
@@ -65,7 +66,8 @@ func runGateway(ctx context.Context, args []string, s stdio) int {
 		events.Str(events.KeyListen, addr),
 		events.Str(events.KeyAdmin, admin),
 		events.Str(events.KeyPolicy, snap.Source),
-		events.Str(events.KeyHash, snap.Hash))
+		events.Str(events.KeyHash, snap.Hash),
+		events.Int("procs", int64(procs)))
 
 	sf.run(ctx)
 	if *policyPath != "" {

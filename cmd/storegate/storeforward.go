@@ -112,6 +112,7 @@ func (sf *storeForward) gatewayConfig(cfg *gateway.Config) {
 		return depth, sf.link.State().String()
 	}
 	cfg.OnApply = func(snap *policy.Snapshot) {
+		applyMaxProcs(snap)
 		if sf.log != nil {
 			_ = sf.log.SetLanguage(snap.File.Events.Language)
 		}

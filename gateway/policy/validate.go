@@ -149,6 +149,9 @@ func (f *File) validate() Errors {
 	if l.MaxConnectionsClient < 0 || l.MaxConnectionsClient > 1000000 {
 		bad("limits.max_connections_per_client", strconv.Itoa(l.MaxConnectionsClient), "%d is out of range; valid: 1-1000000", l.MaxConnectionsClient)
 	}
+	if l.MaxProcs < 0 || l.MaxProcs > 1024 {
+		bad("limits.max_procs", strconv.Itoa(l.MaxProcs), "%d is out of range; valid: 0 (automatic) or 1-1024", l.MaxProcs)
+	}
 	switch f.Events.Format {
 	case "", "json":
 	default:
