@@ -22,9 +22,10 @@ run: build ## run the gateway in the foreground (POLICY=path, else the embedded 
 test-deps: ## install (as root) or name the tools the tests need
 	@build/test-deps.sh
 
-test: test-deps ## run all tests (installs curl, openssl, tinyproxy, ... when root)
+test: test-deps ## run all tests, then the concurrent packages again under the race detector
 	$(GO) vet ./...
 	$(GO) test -count=1 $(TESTFLAGS) ./...
+	$(GO) test -race -count=1 $(TESTFLAGS) ./gateway/... ./cmd/... ./device/... ./agentside/...
 
 BENCHCOUNT ?= 3
 bench: bench-go bench-peers ## all benchmarks: Go micro-benchmarks, then storegate vs direct, tinyproxy and squid
