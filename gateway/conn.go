@@ -104,7 +104,7 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 	cc := &clientConn{c: c, client: addrPortOf(c.RemoteAddr())}
 	if err := s.track(cc, snap); err != nil {
 		// Refused before reading anything: answer and close.
-		s.refuse(cc, snap, nil, "", err)
+		s.refuse(cc, "", err)
 		_ = c.Close()
 		return
 	}
@@ -132,21 +132,21 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 		headBufs.Put(bp)
 		var he *headError
 		if errors.As(err, &he) {
-			s.refuse(cc, snap, nil, "", err)
+			s.refuse(cc, "", err)
 		} // else the client went away (EOF, reset) before a request: nothing to answer
 		_ = cc.c.Close()
 		return
 	}
 	var h requestHead
 	if err := parseHead(buf[:n], lim.MaxHeaders, &h); err != nil {
-		s.refuse(cc, snap, nil, "", err)
+		s.refuse(cc, "", err)
 		*bp = buf[:0]
 		headBufs.Put(bp)
 		_ = cc.c.Close()
 		return
 	}
 	if string(h.method) != "CONNECT" {
-		s.handleOther(cc, snap, &h, buf, n, bp)
+		s.handleOther(cc, &h, buf, n, bp)
 		return
 	}
 	hostb, port, err := parseAuthority(h.target)
@@ -165,7 +165,7 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 	*bp = buf[:0]
 	headBufs.Put(bp)
 	if err != nil {
-		s.refuse(cc, snap, nil, target, err)
+		s.refuse(cc, target, err)
 		_ = cc.c.Close()
 		return
 	}
@@ -238,7 +238,7 @@ func (s *Server) connect(cc *clientConn, snap *policy.Snapshot, host string, por
 	start := s.cfg.Now()
 	origin, literal, err := snap.CheckTarget(host, port)
 	if err != nil {
-		s.refuse(cc, snap, err, target, err)
+		s.refuse(cc, target, err)
 		_ = cc.c.Close()
 		return false
 	}
@@ -247,7 +247,7 @@ func (s *Server) connect(cc *clientConn, snap *policy.Snapshot, host string, por
 	up, via, err := s.dialTarget(ctx, snap, host, port, literal)
 	cancel()
 	if err != nil {
-		s.refuse(cc, snap, nil, target, err)
+		s.refuse(cc, target, err)
 		_ = cc.c.Close()
 		return false
 	}

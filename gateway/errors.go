@@ -17,7 +17,7 @@ var (
 	errTooManyClient = &headError{429, "too many connections from this client"}
 	errHeaderTimeout = &headError{408, "request head not received in time"}
 	errTruncatedHead = &headError{400, "connection closed in the middle of the request head"}
-	errNotConnect    = &headError{405, "this gateway only tunnels with CONNECT"}
+	errNotConnect    = &headError{405, "not a CONNECT request: this gateway only tunnels with CONNECT"}
 	errLinkDown      = &headError{503, "uplink is down"}
 )
 
@@ -86,8 +86,8 @@ var statusText = map[int]string{
 }
 
 // refuse answers a request the gateway will not serve, counts it and emits
-// the decision's one event. decision is the policy refusal, if any.
-func (s *Server) refuse(cc *clientConn, snap *policy.Snapshot, decision error, target string, err error) {
+// the decision's one event, with extra fields if given.
+func (s *Server) refuse(cc *clientConn, target string, err error, extra ...events.Field) {
 	r := responseFor(err)
 	switch r.event {
 	case events.NotAllowed:
@@ -113,6 +113,7 @@ func (s *Server) refuse(cc *clientConn, snap *policy.Snapshot, decision error, t
 	if r.event == events.NetworkError || r.event == events.OtherError {
 		fields = append(fields, events.Str(events.KeyError, err.Error()))
 	}
+	fields = append(fields, extra...)
 	s.emit.Emit(r.event, r.body, fields...)
 
 	var b strings.Builder

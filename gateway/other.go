@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/storegate/storegate/gateway/events"
-	"github.com/storegate/storegate/gateway/policy"
 )
 
 // SpoolPrefix is the path of the spool's endpoints on the proxy listener.
@@ -17,7 +16,7 @@ const SpoolPrefix = "/spool/v1/"
 // handleOther serves a request that is not CONNECT: the spool's endpoints
 // are handed to an http.Server (with the bytes already read replayed);
 // anything else gets 405 and event 104.
-func (s *Server) handleOther(cc *clientConn, snap *policy.Snapshot, h *requestHead, buf []byte, n int, bp *[]byte) {
+func (s *Server) handleOther(cc *clientConn, h *requestHead, buf []byte, n int, bp *[]byte) {
 	path := string(h.target)
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
@@ -34,25 +33,14 @@ func (s *Server) handleOther(cc *clientConn, snap *policy.Snapshot, h *requestHe
 	method := string(h.method)
 	*bp = buf[:0]
 	headBufs.Put(bp)
-	s.refuseNotConnect(cc, snap, method, path)
+	s.refuseNotConnect(cc, method, path)
 }
 
-func (s *Server) refuseNotConnect(cc *clientConn, snap *policy.Snapshot, method, path string) {
-	_ = snap
+func (s *Server) refuseNotConnect(cc *clientConn, method, path string) {
 	if len(path) > 200 {
 		path = path[:200]
 	}
-	s.countRefusal("not connect")
-	s.emit.Emit(events.NotConnect, "not a CONNECT request",
-		events.Str(events.KeyClient, cc.client.String()),
-		events.Str(events.KeyMethod, method),
-		events.Str(events.KeyPath, path),
-		events.Int(events.KeyStatus, 405))
-	const body = "this gateway only tunnels with CONNECT\n"
-	_, _ = cc.c.Write([]byte("HTTP/1.1 405 Method Not Allowed\r\nAllow: CONNECT\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: 39\r\n\r\n" + body))
-	if tc, ok := cc.c.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
-	}
+	s.refuse(cc, "", errNotConnect, events.Str(events.KeyMethod, method), events.Str(events.KeyPath, path))
 	_ = cc.c.Close()
 }
 
