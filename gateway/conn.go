@@ -146,7 +146,7 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 		return
 	}
 	if string(h.method) != "CONNECT" {
-		s.handleOther(cc, &h, buf, n, bp)
+		s.handleOther(cc, &h, buf, bp)
 		return
 	}
 	hostb, port, err := parseAuthority(h.target)

@@ -16,7 +16,7 @@ const SpoolPrefix = "/spool/v1/"
 // handleOther serves a request that is not CONNECT: the spool's endpoints
 // are handed to an http.Server (with the bytes already read replayed);
 // anything else gets 405 and event 104.
-func (s *Server) handleOther(cc *clientConn, h *requestHead, buf []byte, n int, bp *[]byte) {
+func (s *Server) handleOther(cc *clientConn, h *requestHead, buf []byte, bp *[]byte) {
 	path := string(h.target)
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
