@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 
@@ -10,6 +11,9 @@ import (
 	"github.com/storegate/storegate/gateway/policy"
 	"github.com/storegate/storegate/gateway/tlspeek"
 )
+
+// errFronted: the ClientHello names another host than the CONNECT.
+var errFronted = errors.New("server name does not match the CONNECT host")
 
 // inspect reads the TLS handshake of a new tunnel (package tlspeek), forwards
 // it, and applies the policy's TLS rules. It returns the handshake bytes it
@@ -28,6 +32,17 @@ func (s *Server) inspect(cc *clientConn, up net.Conn, snap *policy.Snapshot, hos
 		AllowNotTLS:    snap.AllowRawTCP(host),
 		Early:          early,
 	}
+	allowMismatch := !policy.On(f.TLS.RequireSNIMatch, true)
+	if !allowMismatch {
+		// Decided before the hello is forwarded: a domain-fronted session
+		// never shows the upstream which host the client asked for.
+		cfg.HelloCheck = func(r *tlspeek.Result) error {
+			if !tlspeek.SNIMatches(r.SNI, host) {
+				return errFronted
+			}
+			return nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	res, err := tlspeek.InspectContext(ctx, cc.c, up, cfg)
 	cancel()
@@ -39,11 +54,16 @@ func (s *Server) inspect(cc *clientConn, up net.Conn, snap *policy.Snapshot, hos
 			return res.BytesUp, res.BytesDown, true // raw TCP allowed for this host
 		}
 		d = tlspeek.ErrorDecision(err)
+		if errors.Is(err, errFronted) {
+			d = tlspeek.Decision{Event: events.NotAllowed, Reason: tlspeek.ReasonSNIMismatch,
+				Msg: fmt.Sprintf("server name %q does not match the CONNECT host %q", res.SNI, host)}
+			err = nil // the reason says it all
+		}
 	} else {
 		d = tlspeek.Decide(res, tlspeek.Rules{
 			MinVersion:            snap.MinTLSVersion(),
 			AllowedSubjects:       subj,
-			AllowSNIMismatch:      !policy.On(f.TLS.RequireSNIMatch, true),
+			AllowSNIMismatch:      allowMismatch,
 			AllowUnobservableCert: f.TLS.TLS13ClientCert == "allow",
 			Host:                  host,
 		})

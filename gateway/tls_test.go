@@ -302,3 +302,40 @@ func TestClientCertificateInTunnel(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestFrontedHelloNeverReachesUpstream: a ClientHello naming another host
+// than the CONNECT is refused before any byte of it is forwarded.
+func TestFrontedHelloNeverReachesUpstream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(c)
+		got <- len(b)
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	gw := startGW(t, fmt.Sprintf("allowed_hosts: [shop.example]\nallowed_ports: [%d]\nallowed_networks: [127.0.0.1/32]\n", port),
+		func(c *Config) { c.Resolver = mapResolver{"shop.example": {"127.0.0.1"}} })
+	_, err = tlsOverTunnel(t, gw.addr, fmt.Sprintf("shop.example:%d", port), &tls.Config{ServerName: "hidden.example", InsecureSkipVerify: true})
+	if err == nil {
+		t.Fatal("fronted handshake completed")
+	}
+	gw.rec.waitFor(t, events.NotAllowed, map[string]string{events.KeySNI: "hidden.example", events.KeyReason: "sni_mismatch"})
+	select {
+	case n := <-got:
+		if n != 0 {
+			t.Fatalf("the upstream received %d bytes of a refused hello", n)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the upstream connection was not closed")
+	}
+}

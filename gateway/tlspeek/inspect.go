@@ -59,6 +59,12 @@ type Config struct {
 	// the client's stream: parsed, counted against MaxBytes and forwarded.
 	// The caller must not write them to upstream itself.
 	Early []byte
+	// HelloCheck, when set, is called once the client's first ClientHello is
+	// whole and before any of it is forwarded, with the Result so far (SNI,
+	// ClientMaxVersion). A non-nil error ends Inspect with that error, and
+	// nothing of the hello reaches the upstream: a domain-fronted or refused
+	// session is stopped before the upstream sees who the client wanted.
+	HelloCheck func(*Result) error
 }
 
 func (c Config) withDefaults() Config {
@@ -257,6 +263,7 @@ func inspect(client, upstream net.Conn, cfg Config) (Result, error) {
 	held := 0 // client bytes read but held back until the ClientHello is whole
 	early := cfg.Early
 	var readUp, readDown int
+	checked := false // HelloCheck has run
 	for !s.done {
 		src, dst, read := client, upstream, &readUp
 		side := SideClient
@@ -288,6 +295,12 @@ func inspect(client, upstream net.Conn, cfg Config) (Result, error) {
 				// refused never reaches the upstream.
 				held += n
 			case fwd:
+				if side == SideClient && cfg.HelloCheck != nil && !checked && s.phase != phaseClientHello {
+					checked = true
+					if err := cfg.HelloCheck(&s.res); err != nil {
+						return s.res, err
+					}
+				}
 				if err := s.forward(side, dst, buf[:held+n]); err != nil {
 					return s.res, err
 				}
