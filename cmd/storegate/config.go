@@ -60,9 +60,13 @@ func (m mgmtFlags) parse(args []string) ([]string, error) {
 	}
 }
 
-func (m mgmtFlags) path() string {
-	if *m.policy != "" {
-		return *m.policy
+func (m mgmtFlags) path() string { return policyPathOr(*m.policy) }
+
+// policyPathOr is the interface contract's rule for commands that take
+// --policy: the flag's value, else $STOREGATE_POLICY, else defaultPolicyPath.
+func policyPathOr(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
 	}
 	if p := os.Getenv("STOREGATE_POLICY"); p != "" {
 		return p

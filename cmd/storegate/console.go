@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/storegate/storegate/device/console"
@@ -46,10 +45,7 @@ func cmdConsole(ctx context.Context, args []string, s stdio) int {
 		}
 		addr = a
 	}
-	path := *policyPath
-	if path == "" {
-		path = consolePolicyPath()
-	}
+	path := policyPathOr(*policyPath)
 	p := &adhocProvider{admin: addr, policyPath: path, client: &http.Client{Timeout: 5 * time.Second}}
 	fmt.Fprintf(s.Err, "storegate console on %s at %d baud (gateway admin %s); Ctrl-C here stops it\n", *device, *baud, addr)
 	err := console.RunDevice(ctx, console.DeviceOptions{
@@ -62,13 +58,6 @@ func cmdConsole(ctx context.Context, args []string, s stdio) int {
 		return 1
 	}
 	return 0
-}
-
-func consolePolicyPath() string {
-	if p := os.Getenv("STOREGATE_POLICY"); p != "" {
-		return p
-	}
-	return "/etc/storegate/policy.yaml"
 }
 
 // adhocProvider reads a gateway from outside: /status over HTTP and the

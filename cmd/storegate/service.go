@@ -39,13 +39,7 @@ func cmdService(_ context.Context, args []string, s stdio) int {
 	}
 	o := sysservice.Options{Name: *name}
 	if action == "install" {
-		o.PolicyPath = *policyPath
-		if o.PolicyPath == "" {
-			o.PolicyPath = os.Getenv("STOREGATE_POLICY")
-		}
-		if o.PolicyPath == "" {
-			o.PolicyPath = "/etc/storegate/policy.yaml"
-		}
+		o.PolicyPath = policyPathOr(*policyPath)
 		if snap, err := policy.Load(o.PolicyPath, time.Now()); err != nil {
 			if _, statErr := os.Stat(o.PolicyPath); statErr != nil {
 				fmt.Fprintf(s.Err, "note: %s does not exist yet; the service will keep restarting until it does (storegate policy default > %s writes the default policy)\n", o.PolicyPath, o.PolicyPath)

@@ -58,13 +58,7 @@ func cmdStatus(ctx context.Context, args []string, s stdio) int {
 // error if it cannot be read), else from the default policy file if there is
 // one, else the built-in default.
 func statusAdminAddress(explicit string) (string, error) {
-	path := explicit
-	if path == "" {
-		path = os.Getenv("STOREGATE_POLICY")
-	}
-	if path == "" {
-		path = "/etc/storegate/policy.yaml"
-	}
+	path := policyPathOr(explicit)
 	f, _, err := policy.LoadFile(path)
 	if err != nil {
 		if explicit != "" {
