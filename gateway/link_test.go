@@ -14,10 +14,6 @@ import (
 	"github.com/storegate/storegate/gateway/link"
 )
 
-type trackerLink struct{ *link.Tracker }
-
-func (t trackerLink) Down() bool { return t.State() == link.Down }
-
 func TestConnectHeldDuringOutage(t *testing.T) {
 	echo := echoServer(t)
 	for _, c := range []struct {
@@ -34,11 +30,11 @@ func TestConnectHeldDuringOutage(t *testing.T) {
 			for i := 0; i < 5; i++ {
 				tr.Observe(errors.New("test: uplink unreachable"))
 			}
-			if tr.State() != link.Down {
+			if !tr.Down() {
 				t.Fatal("tracker not down after failures")
 			}
 			gw := startGW(t, fmt.Sprintf("allowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: false}\nlink: {hold: %s}\n", echo, c.hold),
-				func(cfg *Config) { cfg.Link = trackerLink{tr} })
+				func(cfg *Config) { cfg.Link = tr })
 			if c.recovers {
 				go func() {
 					time.Sleep(200 * time.Millisecond)

@@ -23,11 +23,6 @@ type storeForward struct {
 	spool *spool.Spool // nil when spool.disabled
 }
 
-// linkWaiter adapts the tracker to what the CONNECT path needs.
-type linkWaiter struct{ *link.Tracker }
-
-func (l linkWaiter) Down() bool { return l.State() == link.Down }
-
 // newStoreForward builds the tracker and the spool from the policy. srv is
 // read lazily: the spool's checks and dials go through the gateway, which is
 // built after them.
@@ -97,7 +92,7 @@ func spoolLimits(snap *policy.Snapshot) spool.Limits {
 
 // gatewayConfig fills the gateway's hooks for the spool and the link.
 func (sf *storeForward) gatewayConfig(cfg *gateway.Config) {
-	cfg.Link = linkWaiter{sf.link}
+	cfg.Link = sf.link
 	cfg.SpoolMetrics = func(w io.Writer) {
 		if sf.spool != nil {
 			_ = sf.spool.WriteMetrics(w)

@@ -152,6 +152,9 @@ func (t *Tracker) State() State {
 	return t.state
 }
 
+// Down reports an outage (what the CONNECT path asks before retrying).
+func (t *Tracker) Down() bool { return t.State() == Down }
+
 // Status returns a snapshot.
 func (t *Tracker) Status() Status {
 	t.mu.Lock()
