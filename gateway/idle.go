@@ -34,9 +34,15 @@ func (s *Server) sweepIdle(stop <-chan struct{}) {
 			debug.FreeOSMemory()
 			peak = n
 		}
+		// Copy the list, then ask the kernel without holding the lock that
+		// accepting and ending connections need.
 		s.mu.Lock()
-		var stale []*clientConn
+		open := make([]*clientConn, 0, len(s.conns))
 		for cc := range s.conns {
+			open = append(open, cc)
+		}
+		s.mu.Unlock()
+		for _, cc := range open {
 			cc.mu.Lock()
 			up := cc.up
 			cc.mu.Unlock()
@@ -45,12 +51,9 @@ func (s *Server) sweepIdle(stop <-chan struct{}) {
 			}
 			a, ok1 := idleFor(cc.c)
 			b, ok2 := idleFor(up)
-			if ok1 && ok2 && a >= idle && b >= idle {
-				stale = append(stale, cc)
+			if !ok1 || !ok2 || a < idle || b < idle {
+				continue
 			}
-		}
-		s.mu.Unlock()
-		for _, cc := range stale {
 			host, port := cc.target()
 			cc.closeBoth()
 			s.emit.Emit(events.Info, "idle tunnel closed",
