@@ -59,7 +59,7 @@ func (s *Server) sweepIdle(stop <-chan struct{}) {
 			s.emit.Emit(events.Info, "idle tunnel closed",
 				events.Str(events.KeyClient, cc.client.String()),
 				events.Str(events.KeyTarget, net.JoinHostPort(host, strconv.Itoa(port))),
-				events.Int("idle_timeout_ms", idle.Milliseconds()))
+				events.Int(events.KeyIdleMS, idle.Milliseconds()))
 		}
 	}
 }

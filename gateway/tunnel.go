@@ -79,8 +79,8 @@ func (s *Server) endTunnel(t *tunnel) {
 			events.Str(events.KeyClient, t.cc.client.String()),
 			events.Str(events.KeyTarget, t.target),
 			events.Str(events.KeyDecision, "allowed"),
-			events.Str("origin", t.origin),
-			events.Str("via", t.via),
+			events.Str(events.KeyOrigin, t.origin),
+			events.Str(events.KeyVia, t.via),
 			events.Int(events.KeyBytesUp, t.upBytes),
 			events.Int(events.KeyBytesDown, t.downBytes),
 			events.Int(events.KeyDurationMS, s.cfg.Now().Sub(t.start).Milliseconds()))

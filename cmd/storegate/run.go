@@ -67,7 +67,7 @@ func runGateway(ctx context.Context, args []string, s stdio) int {
 		events.Str(events.KeyAdmin, admin),
 		events.Str(events.KeyPolicy, snap.Source),
 		events.Str(events.KeyHash, snap.Hash),
-		events.Int("procs", int64(procs)))
+		events.Int(events.KeyProcs, int64(procs)))
 
 	sf.run(ctx)
 	if *policyPath != "" {
@@ -102,7 +102,7 @@ func runGateway(ctx context.Context, args []string, s stdio) int {
 		}
 	}
 	log.Emit(events.Stopped, "storegate stopped",
-		events.Int("tunnels_cut", int64(cut)),
+		events.Int(events.KeyCut, int64(cut)),
 		events.Int(events.KeyDurationMS, time.Since(start).Milliseconds()))
 	return 0
 }

@@ -63,6 +63,11 @@ const (
 	KeyPath       = "path"
 	KeyID         = "id"
 	KeyState      = "state"
+	KeyOrigin     = "origin" // which allowlist entry allowed it: policy or preset:NAME
+	KeyVia        = "via"    // direct, or the relay's host:port
+	KeyIdleMS     = "idle_timeout_ms"
+	KeyProcs      = "procs"
+	KeyCut        = "tunnels_cut"
 )
 
 // Field is one key/value pair of an event. Only strings and integers are
