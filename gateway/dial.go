@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strconv"
 	"time"
 
@@ -292,12 +291,8 @@ func SystemRoots(snap *policy.Snapshot) (*x509.CertPool, error) {
 		pool = x509.NewCertPool()
 	}
 	if f := snap.File.TLS.CAFile; f != "" {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %v", unwrapPathErrGw(err))
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", f)
+		if err := appendPEMFile(pool, f, "tls.ca_file"); err != nil {
+			return nil, err
 		}
 	}
 	return pool, nil

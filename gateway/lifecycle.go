@@ -291,15 +291,21 @@ func (s *Server) listenerTLS(snap *policy.Snapshot) (*tls.Config, error) {
 }
 
 func loadPool(file, key string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	return pool, appendPEMFile(pool, file, key)
+}
+
+// appendPEMFile adds the certificates of a PEM file to pool; errors name the
+// policy key.
+func appendPEMFile(pool *x509.CertPool, file, key string) error {
 	pem, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", key, unwrapPathErrGw(err))
+		return fmt.Errorf("%s: %v", key, unwrapPathErrGw(err))
 	}
-	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s: %s holds no PEM certificate", key, file)
+		return fmt.Errorf("%s: %s holds no PEM certificate", key, file)
 	}
-	return pool, nil
+	return nil
 }
 
 func unwrapPathErrGw(err error) error {
