@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/storegate/storegate/gateway/policy"
+	"github.com/storegate/storegate/gateway/tlspeek"
 )
 
 // cmdAllowedClientCert: allowed-client-cert list | add SUBJECT... |
@@ -48,8 +49,9 @@ func cmdAllowedClientCert(_ context.Context, args []string, s stdio) int {
 		}
 		subjects := pos[1:]
 		for _, sub := range subjects {
-			if strings.TrimSpace(sub) == "" || !strings.Contains(sub, "=") {
-				fmt.Fprintf(s.Err, "storegate: %q is not a distinguished name; write it as \"CN=pos-0001,O=Contoso\"\nnothing changed\n", sub)
+			// The same forms the gateway matches: a DN or a bare common name.
+			if _, err := tlspeek.ParseSubjects([]string{sub}); err != nil || strings.TrimSpace(sub) == "" {
+				fmt.Fprintf(s.Err, "storegate: %q is not a subject; write it as \"CN=pos-0001,O=Contoso\" or a bare common name\nnothing changed\n", sub)
 				return 1
 			}
 		}
