@@ -45,6 +45,7 @@ type options struct {
 	bins          map[string]string
 	outPath       string
 	keepTemp      bool
+	only          string // run only the tests whose names contain this (profiling)
 }
 
 func defaultSubjects() []string {
@@ -70,6 +71,7 @@ func parseOptions(args []string, stderr io.Writer, now time.Time) (options, erro
 	sq := fs.String("squid", "/usr/sbin/squid", "squid binary")
 	fs.StringVar(&o.outPath, "out", "", "JSON-lines file (default build/out/bench-DATE.jsonl)")
 	fs.BoolVar(&o.keepTemp, "keep", false, "keep the temporary directory with configs and logs")
+	fs.StringVar(&o.only, "only", "", "run only the tests whose names contain this, e.g. \"rate plain\" or \"bulk down 1\" (for profiling; the targets table is then partial)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -315,7 +317,7 @@ func (b *bench) runAll(ctx context.Context, l *launcher) ([]measurement, map[str
 		}
 		for _, t := range tests {
 			for _, s := range subs {
-				if ctx.Err() != nil || !t.applies(s) {
+				if ctx.Err() != nil || !t.applies(s) || !strings.Contains(t.name, b.opts.only) {
 					continue
 				}
 				if s.exited() {
