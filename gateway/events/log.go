@@ -18,6 +18,11 @@ type Options struct {
 	MaxPending int
 	// Recent is how many lines are kept for Recent and the console. Zero means 256.
 	Recent int
+	// Linger is how long the writer rests after each write, so that under
+	// load the events of many connections go out in one write instead of one
+	// write each. An event that finds the writer resting waits at most this
+	// long; Close does not wait for it. Zero means 5ms; negative means none.
+	Linger time.Duration
 	// Language is the language of the msg field ("en", "sv"; see Languages).
 	// Empty or unknown means English. A translated event keeps the English
 	// text in the msg_en field, so log queries on it keep working.
@@ -29,9 +34,10 @@ type Options struct {
 // stderr (a serial line, a full pipe) costs dropped events, never a stalled
 // tunnel. It also keeps the most recent lines and feeds followers.
 type Log struct {
-	w   io.Writer
-	now func() time.Time
-	max int
+	w      io.Writer
+	now    func() time.Time
+	max    int
+	linger time.Duration
 
 	mu      sync.Mutex
 	pending []byte
@@ -44,6 +50,7 @@ type Log struct {
 	dropped atomic.Uint64
 	catalog atomic.Pointer[Catalog] // nil: English
 	wake    chan struct{}
+	quit    chan struct{} // closed by Close: ends a rest early
 	done    chan struct{}
 }
 
@@ -58,13 +65,18 @@ func NewLog(w io.Writer, opts Options) *Log {
 	if opts.Recent <= 0 {
 		opts.Recent = 256
 	}
+	if opts.Linger == 0 {
+		opts.Linger = 5 * time.Millisecond
+	}
 	l := &Log{
 		w:      w,
 		now:    opts.Now,
 		max:    opts.MaxPending,
+		linger: opts.Linger,
 		recent: make([][]byte, opts.Recent),
 		follow: make(map[chan []byte]struct{}),
 		wake:   make(chan struct{}, 1),
+		quit:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
 	l.SetLanguage(opts.Language)
@@ -154,6 +166,7 @@ func (l *Log) Close() {
 	}
 	l.closed = true
 	l.mu.Unlock()
+	close(l.quit)
 	select {
 	case l.wake <- struct{}{}:
 	default:
@@ -163,6 +176,11 @@ func (l *Log) Close() {
 
 func (l *Log) writer() {
 	defer close(l.done)
+	var rest *time.Timer
+	if l.linger > 0 {
+		rest = time.NewTimer(time.Hour)
+		rest.Stop()
+	}
 	for range l.wake {
 		l.mu.Lock()
 		buf := l.pending
@@ -173,6 +191,15 @@ func (l *Log) writer() {
 		if len(buf) > 0 {
 			_, _ = l.w.Write(buf)
 			l.remember(buf)
+			if rest != nil && !closed {
+				// Let the next events gather (see Options.Linger).
+				rest.Reset(l.linger)
+				select {
+				case <-rest.C:
+				case <-l.quit:
+					rest.Stop()
+				}
+			}
 		}
 
 		l.mu.Lock()

@@ -96,3 +96,57 @@ func BenchmarkEmitSummary(b *testing.B) {
 			Str(KeyDecision, "allowed"), Int(KeyBytesUp, 1234), Int(KeyBytesDown, 56789), Int(KeyDurationMS, 42))
 	}
 }
+
+// countingBuf counts Write calls.
+type countingBuf struct {
+	lockedBuf
+	writes int
+}
+
+func (c *countingBuf) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes++
+	c.mu.Unlock()
+	return c.lockedBuf.Write(p)
+}
+
+func (c *countingBuf) counts() (writes, lines int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes, strings.Count(c.b.String(), "\n")
+}
+
+// Events emitted while the writer rests go out together in one write, and
+// Close ends the rest at once and flushes them.
+func TestLogBatchesWhileResting(t *testing.T) {
+	var out countingBuf
+	l := NewLog(&out, Options{Linger: time.Hour})
+	l.Emit(Started, "first")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if w, _ := out.counts(); w == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first event was not written")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The writer now rests for an hour: these wait and go out together.
+	for i := range 50 {
+		l.Emit(ConnectReceived, "tunnel closed", Int(KeyBytesUp, int64(i)))
+	}
+	if w, n := out.counts(); w != 1 || n != 1 {
+		t.Fatalf("while resting: %d writes, %d lines; want 1 and 1", w, n)
+	}
+	done := make(chan struct{})
+	go func() { l.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for the writer's rest")
+	}
+	if w, n := out.counts(); w != 2 || n != 51 {
+		t.Fatalf("after Close: %d writes, %d lines; want 2 and 51", w, n)
+	}
+}
