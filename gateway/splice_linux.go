@@ -4,7 +4,9 @@ import (
 	"errors"
 	"net"
 	"os"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,8 +22,9 @@ import (
 // descriptor limit can then hold several times as many tunnels.
 
 const (
-	pipeBytes    = 1 << 20 // pipe capacity asked for (F_SETPIPE_SZ), as Go's own splice
-	freePipesMax = 16      // empty pipes kept for reuse
+	pipeBytes    = 1 << 20         // pipe capacity asked for (F_SETPIPE_SZ), as Go's own splice
+	freePipesMax = 16              // empty pipes kept for reuse
+	pipeRest     = 2 * time.Second // the cache lets go of its pipes after a rest this long
 )
 
 type pipe struct {
@@ -29,14 +32,29 @@ type pipe struct {
 	size int
 }
 
-var freePipes = make(chan *pipe, freePipesMax)
+// pipes keeps empty pipes for the next chunk, so a busy gateway does not
+// make and close a pipe per chunk. When no chunk has taken one for a whole
+// pipeRest, it closes them all: a gateway that has gone quiet holds no pipe.
+var pipes pipeCache
+
+type pipeCache struct {
+	mu    sync.Mutex
+	free  []*pipe
+	used  bool        // a pipe was taken since the last check
+	timer *time.Timer // runs check while the cache holds pipes
+	armed bool
+}
 
 func getPipe() (*pipe, error) {
-	select {
-	case p := <-freePipes:
+	pipes.mu.Lock()
+	if n := len(pipes.free); n > 0 {
+		p := pipes.free[n-1]
+		pipes.free = pipes.free[:n-1]
+		pipes.used = true
+		pipes.mu.Unlock()
 		return p, nil
-	default:
 	}
+	pipes.mu.Unlock()
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return nil, os.NewSyscallError("pipe2", err)
@@ -50,13 +68,49 @@ func getPipe() (*pipe, error) {
 	return p, nil
 }
 
-// putPipe returns an empty pipe to the free list, or closes it.
+// putPipe returns an empty pipe to the cache, or closes it.
 func putPipe(p *pipe) {
-	select {
-	case freePipes <- p:
-	default:
+	pipes.mu.Lock()
+	if len(pipes.free) >= freePipesMax {
+		pipes.mu.Unlock()
+		p.close()
+		return
+	}
+	pipes.free = append(pipes.free, p)
+	if !pipes.armed {
+		pipes.armed = true
+		if pipes.timer == nil {
+			pipes.timer = time.AfterFunc(pipeRest, pipes.check)
+		} else {
+			pipes.timer.Reset(pipeRest)
+		}
+	}
+	pipes.mu.Unlock()
+}
+
+// check closes the cached pipes if none was taken since the last check.
+func (c *pipeCache) check() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.used && len(c.free) > 0 {
+		c.used = false
+		c.timer.Reset(pipeRest)
+		return
+	}
+	for _, p := range c.free {
 		p.close()
 	}
+	clear(c.free)
+	c.free = c.free[:0]
+	c.used = false
+	c.armed = false
+}
+
+// cachedPipes reports how many empty pipes the cache holds (for tests).
+func cachedPipes() int {
+	pipes.mu.Lock()
+	defer pipes.mu.Unlock()
+	return len(pipes.free)
 }
 
 func (p *pipe) close() {
