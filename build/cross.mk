@@ -8,7 +8,7 @@ OUT           := build/out
 CROSS_LDFLAGS := -s -w -X main.version=$(CROSS_VERSION) -buildid=
 CROSS_FLAGS   := $(GOFLAGS) -buildvcs=false
 
-.PHONY: cross cross-test cross-repro
+.PHONY: cross cross-test cross-repro arm-test
 
 cross: ## static binaries for linux/amd64, linux/arm64, linux/arm (v7), windows/amd64 into build/out/
 	@GO='$(GO)' VERSION='$(CROSS_VERSION)' LDFLAGS='$(CROSS_LDFLAGS)' FLAGS='$(CROSS_FLAGS)' OUT='$(OUT)' \
@@ -21,3 +21,6 @@ cross-test: cross ## size budgets and dependency denylist of the cross-built bin
 cross-repro: cross ## rebuild every target with an empty build cache elsewhere and compare byte for byte
 	@GO='$(GO)' VERSION='$(CROSS_VERSION)' LDFLAGS='$(CROSS_LDFLAGS)' FLAGS='$(CROSS_FLAGS)' OUT='$(OUT)' \
 		build/repro.sh $(CROSS_TARGETS)
+
+arm-test: ## the gateway's tests as arm (v7) and arm64 programs under qemu user emulation
+	GO='$(GO)' build/arm-test.sh
