@@ -184,7 +184,6 @@ func (s *Spool) deliver(ctx context.Context, e *entry, oq *originQueue) {
 	_, host, port, err := parseDestination(m.Destination)
 	if err == nil && s.opts.Allow != nil {
 		if aerr := s.opts.Allow(host, port); aerr != nil {
-			s.c.allowRefused.Add(1)
 			s.retry(e, oq, "destination no longer allowed: "+aerr.Error(), 0)
 			return
 		}
@@ -209,7 +208,6 @@ func (s *Spool) deliver(ctx context.Context, e *entry, oq *originQueue) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.c.attemptsNetwork.Add(1)
 		var cv *tls.CertificateVerificationError
 		if s.opts.Link != nil {
 			if errors.As(err, &cv) {
@@ -231,7 +229,6 @@ func (s *Spool) deliver(ctx context.Context, e *entry, oq *originQueue) {
 	case code >= 200 && code < 300:
 		s.delivered(e, oq, m.Destination, code)
 	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500:
-		s.c.attemptsStatus.Add(1)
 		s.retry(e, oq, "HTTP "+strconv.Itoa(code), parseRetryAfter(resp.Header.Get("Retry-After"), s.opts.Now()))
 	default:
 		s.deadLetter(e, oq, raw, m.Destination, code, "HTTP "+strconv.Itoa(code))

@@ -178,13 +178,11 @@ type finished struct {
 }
 
 type counters struct {
-	submitted, delivered, retries, deadLettered   atomic.Uint64
-	droppedAge, droppedOverflow                   atomic.Uint64
-	refusedFull, refusedLarge, refusedNotAllowed  atomic.Uint64
-	refusedUnavailable, refusedBad                atomic.Uint64
-	quarantined, missingSegments, undecodable     atomic.Uint64
-	quarantinedBytes                              atomic.Uint64
-	attemptsNetwork, attemptsStatus, allowRefused atomic.Uint64
+	submitted, delivered, retries, deadLettered  atomic.Uint64
+	droppedAge, droppedOverflow                  atomic.Uint64
+	refusedFull, refusedLarge, refusedNotAllowed atomic.Uint64
+	refusedUnavailable, refusedBad               atomic.Uint64
+	quarantined, missingSegments                 atomic.Uint64
 }
 
 // Spool is the store-and-forward spool. Create it with New, serve its
@@ -324,15 +322,13 @@ func (s *Spool) open() {
 		s.insertLocked(e)
 	}
 	s.deadCount = s.countDead()
-	n, b := rep.QuarantinedRegions()
+	n, _ := rep.QuarantinedRegions()
 	s.c.quarantined.Add(uint64(n))
-	s.c.quarantinedBytes.Add(uint64(b))
 	s.c.missingSegments.Add(uint64(len(rep.Missing)))
 	for _, p := range rep.Problems() {
 		s.emit(events.OtherError, "spool recovery: "+p, events.Str(events.KeyPath, s.opts.Dir))
 	}
 	for _, pos := range undecodable {
-		s.c.undecodable.Add(1)
 		if raw, err := lg.ReadAt(pos); err == nil {
 			id := fmt.Sprintf("undecodable-%d-%d", pos.Seg, pos.Off)
 			s.writeDead(id, "", 0, "record could not be decoded", raw)
