@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 )
 
 // Options tune a Log. The zero value is usable.
@@ -88,7 +87,6 @@ type Log struct {
 	stop   chan struct{}
 	done   chan struct{}
 	buf    []byte // writer goroutine only
-	closes atomic.Bool
 	unlock func()
 }
 
@@ -494,10 +492,11 @@ func (l *Log) SyncAcks() {
 // Close stops the writer (waiting appends fail with ErrClosed) and closes
 // the files. The log's directory stays as it is.
 func (l *Log) Close() error {
-	if l.closes.Swap(true) {
+	l.qmu.Lock()
+	if l.closed {
+		l.qmu.Unlock()
 		return nil
 	}
-	l.qmu.Lock()
 	l.closed = true
 	l.qmu.Unlock()
 	close(l.stop)
