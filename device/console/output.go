@@ -58,13 +58,6 @@ func (o *output) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Dropped reports how many bytes have been dropped so far.
-func (o *output) Dropped() int64 {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.dropped
-}
-
 // close stops the writer after its current write; pending bytes are discarded.
 // A write stuck in the kernel keeps its goroutine until the device returns an
 // error or drains; nothing else waits for it.
