@@ -77,12 +77,9 @@ func (f *File) validate() Errors {
 		}
 	}
 	for i, s := range f.AllowedClientCertificates {
-		if _, err := tlspeek.ParseSubjects([]string{s}); err != nil || strings.TrimSpace(s) == "" {
-			msg := "empty subject"
-			if err != nil {
-				msg = err.Error()
-			}
-			bad(fmt.Sprintf("allowed_client_certificates[%d]", i), s, "%s; write CN=name,O=org or a bare common name", msg)
+		// ParseSubjects refuses an empty or blank entry too.
+		if _, err := tlspeek.ParseSubjects([]string{s}); err != nil {
+			bad(fmt.Sprintf("allowed_client_certificates[%d]", i), s, "%v; write CN=name,O=org or a bare common name", err)
 		}
 	}
 	es = append(es, f.RelayProxy.validate()...)
