@@ -264,14 +264,13 @@ func resolve(ctx context.Context, cfg Config, host string) ([]netip.Addr, error)
 	if a, err := netip.ParseAddr(host); err == nil {
 		return []netip.Addr{a}, nil
 	}
+	var addrs []netip.Addr
+	var err error
 	if cfg.Resolve != nil {
-		addrs, err := cfg.Resolve(ctx, host)
-		if err == nil && len(addrs) == 0 {
-			err = errors.New("no addresses")
-		}
-		return addrs, err
+		addrs, err = cfg.Resolve(ctx, host)
+	} else {
+		addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	}
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	if err == nil && len(addrs) == 0 {
 		err = errors.New("no addresses")
 	}
@@ -295,10 +294,8 @@ func verify(cfg Config, host string, st tls.ConnectionState, now time.Time) (str
 	for _, c := range st.PeerCertificates[1:] {
 		inter.AddCert(c)
 	}
+	// x509 matches IP SANs when DNSName is an IP literal, so host serves for both.
 	opts := x509.VerifyOptions{DNSName: host, Intermediates: inter, CurrentTime: now}
-	if _, err := netip.ParseAddr(host); err == nil {
-		opts.DNSName = host // x509 matches IP SANs when DNSName is an IP literal
-	}
 	system := cfg.SystemRoots
 	if system == nil {
 		var err error
