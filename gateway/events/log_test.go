@@ -121,16 +121,13 @@ func (c *countingBuf) counts() (writes, lines int) {
 func TestLogBatchesWhileResting(t *testing.T) {
 	var out countingBuf
 	l := NewLog(&out, Options{Linger: time.Hour})
+	written, cancel := l.Follow(1) // a line reaches followers after its write
+	defer cancel()
 	l.Emit(Started, "first")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if w, _ := out.counts(); w == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first event was not written")
-		}
-		time.Sleep(time.Millisecond)
+	select {
+	case <-written:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first event was not written")
 	}
 	// The writer now rests for an hour: these wait and go out together.
 	for i := range 50 {
