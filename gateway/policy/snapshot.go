@@ -148,9 +148,6 @@ func (r *Refusal) Error() string {
 
 func (r *Refusal) Unwrap() error { return ErrNotAllowed }
 
-// AllowPort reports whether the port is an allowed destination port.
-func (s *Snapshot) AllowPort(port int) bool { return s.ports[port] }
-
 // CheckTarget decides a CONNECT target by name and port only (no DNS). host
 // must already be canonical (see NormalizeHost) or an IP literal. It returns
 // the origin of the entry that allowed it, and whether the host is an IP
