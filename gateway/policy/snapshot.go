@@ -30,7 +30,8 @@ type Snapshot struct {
 	subjects *tlspeek.Subjects
 }
 
-// HostOrigin says where an allowed host entry came from.
+// OriginPolicy is the origin of an allowed host entry written in the policy
+// file; a preset's entries have the origin "preset:NAME".
 const OriginPolicy = "policy"
 
 // Compile builds a Snapshot from a validated File. data is the file's bytes
@@ -171,18 +172,15 @@ func (s *Snapshot) CheckTarget(host string, port int) (origin string, literal bo
 // parseIP parses an IP literal without allocating for the common case of a
 // host name (netip.ParseAddr allocates its error).
 func parseIP(host string) (netip.Addr, bool) {
-	maybe := false
+	if host == "" {
+		return netip.Addr{}, false
+	}
 	for i := 0; i < len(host); i++ {
 		if c := host[i]; c == ':' {
-			maybe = true
-			break
+			break // IPv6
 		} else if (c < '0' || c > '9') && c != '.' {
 			return netip.Addr{}, false
 		}
-		maybe = true
-	}
-	if !maybe {
-		return netip.Addr{}, false
 	}
 	a, err := netip.ParseAddr(host)
 	if err != nil {
