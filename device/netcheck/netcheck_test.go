@@ -66,6 +66,18 @@ func newUpstream(t *testing.T) *upstream {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	serve(ln, func(c net.Conn) {
+		_ = c.(*tls.Conn).Handshake()
+		_, _ = io.Copy(io.Discard, c)
+	})
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &upstream{ln: ln, pool: pool, port: ln.Addr().(*net.TCPAddr).Port}
+}
+
+// serve accepts connections on ln until it is closed, handling each in a
+// goroutine of its own and closing it after handle returns.
+func serve(ln net.Listener, handle func(net.Conn)) {
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -74,14 +86,10 @@ func newUpstream(t *testing.T) *upstream {
 			}
 			go func() {
 				defer c.Close()
-				_ = c.(*tls.Conn).Handshake()
-				_, _ = io.Copy(io.Discard, c)
+				handle(c)
 			}()
 		}
 	}()
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return &upstream{ln: ln, pool: pool, port: ln.Addr().(*net.TCPAddr).Port}
 }
 
 // relay is a tiny CONNECT proxy that maps the name upstream.test to loopback.
@@ -94,38 +102,29 @@ func newRelay(t *testing.T) (addr string, connects func() []string) {
 	t.Cleanup(func() { ln.Close() })
 	var mu sync.Mutex
 	var seen []string
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil || req.Method != http.MethodConnect {
-					return
-				}
-				mu.Lock()
-				seen = append(seen, req.Host)
-				mu.Unlock()
-				host, port, _ := net.SplitHostPort(req.Host)
-				if host == "upstream.test" {
-					host = "127.0.0.1"
-				}
-				up, err := net.Dial("tcp", net.JoinHostPort(host, port))
-				if err != nil {
-					fmt.Fprint(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
-					return
-				}
-				defer up.Close()
-				fmt.Fprint(c, "HTTP/1.1 200 Connection established\r\n\r\n")
-				go func() { _, _ = io.Copy(up, br); up.(*net.TCPConn).CloseWrite() }()
-				_, _ = io.Copy(c, up)
-			}()
+	serve(ln, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil || req.Method != http.MethodConnect {
+			return
 		}
-	}()
+		mu.Lock()
+		seen = append(seen, req.Host)
+		mu.Unlock()
+		host, port, _ := net.SplitHostPort(req.Host)
+		if host == "upstream.test" {
+			host = "127.0.0.1"
+		}
+		up, err := net.Dial("tcp", net.JoinHostPort(host, port))
+		if err != nil {
+			fmt.Fprint(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
+			return
+		}
+		defer up.Close()
+		fmt.Fprint(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+		go func() { _, _ = io.Copy(up, br); up.(*net.TCPConn).CloseWrite() }()
+		_, _ = io.Copy(c, up)
+	})
 	return ln.Addr().String(), func() []string {
 		mu.Lock()
 		defer mu.Unlock()
@@ -199,16 +198,7 @@ func TestRun(t *testing.T) {
 	closed.Close()
 	plain, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer plain.Close()
-	go func() {
-		for {
-			c, err := plain.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprint(c, "SSH-2.0-not-tls\r\n")
-			c.Close()
-		}
-	}()
+	serve(plain, func(c net.Conn) { fmt.Fprint(c, "SSH-2.0-not-tls\r\n") })
 	plainPort := plain.Addr().(*net.TCPAddr).Port
 	empty := x509.NewCertPool()
 
