@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,8 +91,7 @@ func Config(o Options) (*service.Config, error) {
 	restart := strconv.Itoa(int(o.RestartDelay.Round(time.Second) / time.Second))
 	// The unit's restart timing goes in as extra lines: the template engine
 	// only substitutes strings, and these are fixed per install.
-	script := unitTemplate
-	script = replaceOnce(script, "Restart={{Restart}}\n", "Restart={{Restart}}\nRestartSec="+restart+"\nTimeoutStopSec="+stop+"\n")
+	script := strings.Replace(unitTemplate, "Restart={{Restart}}\n", "Restart={{Restart}}\nRestartSec="+restart+"\nTimeoutStopSec="+stop+"\n", 1)
 	return &service.Config{
 		Name:        o.Name,
 		DisplayName: "storegate edge gateway",
@@ -109,15 +110,6 @@ func Config(o Options) (*service.Config, error) {
 			"DelayedAutoStart":       true,
 		},
 	}, nil
-}
-
-func replaceOnce(s, old, new string) string {
-	for i := 0; i+len(old) <= len(s); i++ {
-		if s[i:i+len(old)] == old {
-			return s[:i] + new + s[i+len(old):]
-		}
-	}
-	return s
 }
 
 // New returns the service for o. prg runs the gateway when the service
@@ -142,12 +134,8 @@ func New(o Options, prg service.Interface) (service.Service, error) {
 
 // Control performs one of Actions and returns a line for the user.
 func Control(o Options, action string) (string, error) {
-	known := false
-	for _, a := range Actions() {
-		known = known || a == action
-	}
-	if !known {
-		return "", fmt.Errorf("unknown action %q; use one of install, uninstall, start, stop, restart, status", action)
+	if !slices.Contains(Actions(), action) {
+		return "", fmt.Errorf("unknown action %q; use one of %s", action, strings.Join(Actions(), ", "))
 	}
 	s, err := New(o, nil)
 	if err != nil {
