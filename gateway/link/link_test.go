@@ -15,13 +15,11 @@ import (
 type evs struct {
 	mu  sync.Mutex
 	ids []events.ID
-	msg []string
 }
 
-func (e *evs) Emit(id events.ID, msg string, _ ...events.Field) {
+func (e *evs) Emit(id events.ID, _ string, _ ...events.Field) {
 	e.mu.Lock()
 	e.ids = append(e.ids, id)
-	e.msg = append(e.msg, msg)
 	e.mu.Unlock()
 }
 
@@ -147,18 +145,24 @@ func TestProbe(t *testing.T) {
 	done := make(chan struct{})
 	go func() { tr.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	poll(t, func() bool { return tr.State() == Up })
+	waitState(t, tr, Up)
 	ln.Close() // the probe target goes away: connection refused
-	poll(t, func() bool { return tr.State() == Down })
+	waitState(t, tr, Down)
 }
 
-func poll(t *testing.T, cond func() bool) {
+// waitState waits, woken by the tracker's transitions, until it is in want.
+func waitState(t *testing.T, tr *Tracker, want State) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
+	timeout := time.After(10 * time.Second)
+	for {
+		changed := tr.Changed() // taken before the check, so no transition is missed
+		if tr.State() == want {
+			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("state %v, want %v", tr.State(), want)
+		}
 	}
 }
