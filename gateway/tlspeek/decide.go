@@ -168,21 +168,6 @@ func VersionName(v uint16) string {
 	return fmt.Sprintf("0x%04x", v)
 }
 
-// ParseVersion reads a policy's tls.min_version: "1.0" to "1.3".
-func ParseVersion(s string) (uint16, error) {
-	switch strings.TrimSpace(s) {
-	case "1.0":
-		return VersionTLS10, nil
-	case "1.1":
-		return VersionTLS11, nil
-	case "1.2":
-		return VersionTLS12, nil
-	case "1.3":
-		return VersionTLS13, nil
-	}
-	return 0, fmt.Errorf("TLS version %q: want 1.0, 1.1, 1.2 or 1.3", s)
-}
-
 // Fields returns the event fields for a session: version, SNI, cipher suite
 // and, when seen, the client certificate's subject. dst is appended to.
 func (r Result) Fields(dst []events.Field) []events.Field {
