@@ -248,8 +248,10 @@ func parseNetwork(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// TLSVersions maps the policy's version names to crypto/tls constants.
-var TLSVersions = map[string]uint16{"1.0": 0x0301, "1.1": 0x0302, "1.2": 0x0303, "1.3": 0x0304}
+// TLSVersions maps the policy's version names to wire versions.
+var TLSVersions = map[string]uint16{
+	"1.0": tlspeek.VersionTLS10, "1.1": tlspeek.VersionTLS11, "1.2": tlspeek.VersionTLS12, "1.3": tlspeek.VersionTLS13,
+}
 
 func (f *File) fillDefaults() {
 	if f.ListenAddress == "" {
