@@ -12,12 +12,9 @@ type requestHead struct {
 	target  []byte
 	proto   []byte
 	headers int
-	// proxyAuth is the Proxy-Authorization value, if any.
-	proxyAuth []byte
-	// contentLength is -1 when absent.
+	// contentLength is -1 when absent; parseHead reads it only to refuse a
+	// malformed or conflicting Content-Length.
 	contentLength int64
-	chunked       bool
-	expect100     bool
 }
 
 // headError is a request the gateway cannot accept, with the status to send.
@@ -121,19 +118,12 @@ func parseHead(b []byte, maxHeaders int, h *requestHead) error {
 				return errBadHeader
 			}
 		}
-		switch {
-		case equalFold(name, "proxy-authorization"):
-			h.proxyAuth = value
-		case equalFold(name, "content-length"):
+		if equalFold(name, "content-length") {
 			n, err := strconv.ParseInt(string(value), 10, 64)
 			if err != nil || n < 0 || (h.contentLength >= 0 && h.contentLength != n) {
 				return errContentLength
 			}
 			h.contentLength = n
-		case equalFold(name, "transfer-encoding"):
-			h.chunked = true
-		case equalFold(name, "expect"):
-			h.expect100 = equalFold(value, "100-continue")
 		}
 	}
 }
