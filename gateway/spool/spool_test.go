@@ -93,6 +93,21 @@ func (f *fixture) stopRun() {
 	}
 }
 
+// runSpool opens a spool on opts (a restart, when opts.Dir was used before)
+// and runs its delivery until the test ends.
+func runSpool(t *testing.T, opts Options) *Spool {
+	t.Helper()
+	sp, err := New(opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sp.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; sp.Close() })
+	return sp
+}
+
 func (f *fixture) dest(path string) string { return "https://" + f.rcv.addr + path }
 
 // submit posts a message through the real HTTP handler and returns the
@@ -380,14 +395,7 @@ func TestRestartKeepsMessages(t *testing.T) {
 		ids = append(ids, id)
 	}
 	f.sp.Close()
-	sp2, err := New(f.sp.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { sp2.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done; sp2.Close() }()
+	runSpool(t, f.sp.opts)
 	waitFor(t, "delivery after restart", 10*time.Second, func() bool { return len(f.rcv.receipts()) == 5 })
 	for i, r := range f.rcv.receipts() {
 		if r.Key != fmt.Sprintf("client-%d", i) || r.Body != string(rune('0'+i)) {
@@ -407,16 +415,9 @@ func TestUnusableDirectoryRecovers(t *testing.T) {
 	ev := &eventLog{}
 	opts := testOptions(blocker)
 	opts.Events = ev
-	sp, err := New(opts)
-	if err != nil {
-		t.Fatal("New must not fail on a bad directory:", err)
-	}
+	sp := runSpool(t, opts) // New must not fail on a bad directory
 	srv := httptest.NewServer(sp)
 	defer srv.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { sp.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done; sp.Close() }()
 	post := func() *http.Response {
 		req, _ := http.NewRequest("POST", srv.URL+PathMessages, strings.NewReader("x"))
 		req.Header.Set(HeaderDestination, "https://127.0.0.1:1/x")
@@ -627,14 +628,7 @@ func TestCorruptRecordQuarantined(t *testing.T) {
 	ev := &eventLog{}
 	opts := f.sp.opts
 	opts.Events = ev
-	sp, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { sp.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done; sp.Close() }()
+	sp := runSpool(t, opts)
 	waitFor(t, "delivery", 10*time.Second, func() bool { return len(f.rcv.receipts()) == 2 })
 	got := f.rcv.receipts()
 	if got[0].Body != "first" || got[1].Body != "third" {
