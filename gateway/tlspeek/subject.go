@@ -221,19 +221,19 @@ func canonicalType(t string) (string, error) {
 		return "", fmt.Errorf("empty attribute name")
 	}
 	switch u := strings.ToUpper(t); u {
-	case "CN", "COMMONNAME":
+	case "CN", "COMMONNAME", "2.5.4.3":
 		return "CN", nil
-	case "O", "ORGANIZATIONNAME":
+	case "O", "ORGANIZATIONNAME", "2.5.4.10":
 		return "O", nil
-	case "OU", "ORGANIZATIONALUNITNAME":
+	case "OU", "ORGANIZATIONALUNITNAME", "2.5.4.11":
 		return "OU", nil
-	case "C", "COUNTRYNAME":
+	case "C", "COUNTRYNAME", "2.5.4.6":
 		return "C", nil
-	case "L", "LOCALITYNAME":
+	case "L", "LOCALITYNAME", "2.5.4.7":
 		return "L", nil
-	case "ST", "S", "STATEORPROVINCENAME":
+	case "ST", "S", "STATEORPROVINCENAME", "2.5.4.8":
 		return "ST", nil
-	case "STREET", "STREETADDRESS":
+	case "STREET", "STREETADDRESS", "2.5.4.9":
 		return "STREET", nil
 	case "POSTALCODE", "2.5.4.17":
 		return "POSTALCODE", nil
@@ -245,20 +245,6 @@ func canonicalType(t string) (string, error) {
 		return "UID", nil
 	case "E", "EMAIL", "EMAILADDRESS", "1.2.840.113549.1.9.1":
 		return "EMAILADDRESS", nil
-	case "2.5.4.3":
-		return "CN", nil
-	case "2.5.4.10":
-		return "O", nil
-	case "2.5.4.11":
-		return "OU", nil
-	case "2.5.4.6":
-		return "C", nil
-	case "2.5.4.7":
-		return "L", nil
-	case "2.5.4.8":
-		return "ST", nil
-	case "2.5.4.9":
-		return "STREET", nil
 	default:
 		for i := 0; i < len(u); i++ {
 			c := u[i]
