@@ -73,19 +73,10 @@ func (s *session) process(side Side, p []byte, held int) (bool, error) {
 		st = &s.client
 	}
 	if err := st.feed(p[held:], s); err != nil {
-		var e *Error
-		alert := asError(err, &e) && e.Kind == KindAlert
-		return alert, err
+		e, ok := err.(*Error)
+		return ok && e.Kind == KindAlert, err
 	}
 	return true, nil
-}
-
-func asError(err error, target **Error) bool {
-	e, ok := err.(*Error)
-	if ok {
-		*target = e
-	}
-	return ok
 }
 
 // forward writes bytes read from side to dst and counts them.
