@@ -63,6 +63,11 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("NormalizeHost allocates %.0f times for a canonical name", n)
 	}
+	if n := testing.AllocsPerRun(200, func() {
+		_, _ = canonicalHost("abc.ods.opinsights.azure.com")
+	}); n != 0 {
+		t.Errorf("canonicalHost allocates %.0f times for a canonical name", n)
+	}
 }
 
 // benchGW runs a gateway with events written to a file, as in production.

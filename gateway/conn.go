@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -149,14 +150,18 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 		s.handleOther(cc, &h, buf, bp)
 		return
 	}
+	target := string(h.target) // one allocation, kept for events; host is a piece of it
 	hostb, port, err := parseAuthority(h.target)
 	var host string
 	if err == nil {
-		if host, err = canonicalHost(hostb); err != nil {
+		off := 0
+		if target[0] == '[' {
+			off = 1 // parseAuthority returns an IPv6 literal without its brackets
+		}
+		if host, err = canonicalHost(target[off : off+len(hostb)]); err != nil {
 			err = errBadAuthority
 		}
 	}
-	target := string(h.target) // one allocation, kept for events
 	var early []byte
 	if n < len(buf) {
 		early = append([]byte(nil), buf[n:]...) // bytes sent before the 200
@@ -211,14 +216,21 @@ func readHead(c net.Conn, buf []byte, limit int) ([]byte, int, error) {
 	}
 }
 
-func canonicalHost(b []byte) (string, error) {
-	if a, err := netip.ParseAddr(string(b)); err == nil {
-		if a.Zone() != "" {
-			return "", errBadAuthority
+// canonicalHost puts a CONNECT host in the form the policy compares: an IP
+// literal unmapped and printed plainly, a name through policy.NormalizeHost.
+// A name already canonical is returned as it is, without allocating.
+func canonicalHost(h string) (string, error) {
+	// netip.ParseAddr accepts only dotted digits or a literal with a colon;
+	// on a name it fails, and its error costs allocations per CONNECT.
+	if strings.IndexByte(h, ':') >= 0 || strings.Trim(h, "0123456789.") == "" {
+		if a, err := netip.ParseAddr(h); err == nil {
+			if a.Zone() != "" {
+				return "", errBadAuthority
+			}
+			return a.Unmap().String(), nil
 		}
-		return a.Unmap().String(), nil
 	}
-	return policy.NormalizeHost(string(b))
+	return policy.NormalizeHost(h)
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

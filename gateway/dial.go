@@ -55,7 +55,7 @@ func loadRelayTLS(snap *policy.Snapshot) (*relayTLSState, error) {
 // relay is asked for it. The spool's delivery and the console's check use it.
 func (s *Server) DialUpstream(ctx context.Context, host string, port int) (net.Conn, error) {
 	snap := s.policy.Load()
-	h, err := canonicalHost([]byte(host))
+	h, err := canonicalHost(host)
 	if err != nil {
 		return nil, fmt.Errorf("%q: %v", host, err)
 	}
@@ -70,7 +70,7 @@ func (s *Server) DialUpstream(ctx context.Context, host string, port int) (net.C
 // CheckTarget applies the policy (names, ports, and the address checks of
 // literal IPs) without dialling; the spool uses it for submissions.
 func (s *Server) CheckTarget(host string, port int) error {
-	h, err := canonicalHost([]byte(host))
+	h, err := canonicalHost(host)
 	if err != nil {
 		return fmt.Errorf("%q: %v", host, err)
 	}

@@ -46,7 +46,7 @@ func FuzzParseHead(f *testing.F) {
 				if port < 1 || port > 65535 || len(host) == 0 {
 					t.Fatalf("authority %q gave host %q port %d", h.target, host, port)
 				}
-				_, _ = canonicalHost(host)
+				_, _ = canonicalHost(string(host))
 			}
 		}
 	})
