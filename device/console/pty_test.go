@@ -467,11 +467,12 @@ func TestUnplugReplug(t *testing.T) {
 // TestMissingAtStart: the device is absent when the gateway starts; the
 // console appears when it is plugged in, with one "not available" event.
 func TestMissingAtStart(t *testing.T) {
-	r := startRig(t, nil)
-	r.tm.unplug()
+	// The console serves a path where nothing is plugged in yet (the rig's own
+	// pty stays at its other path, unused).
+	missing := filepath.Join(t.TempDir(), "ttyUSB1")
+	r := startRig(t, func(o *DeviceOptions) { o.Path = missing })
 	r.evs.waitFor(t, "400 console device not available; retrying", 1)
-	r.tm = plug(t, r.link)
-	r.tm.waitFor(prompt)
+	plug(t, missing).waitFor(prompt)
 	r.evs.mu.Lock()
 	n := 0
 	for _, e := range r.evs.evs {
