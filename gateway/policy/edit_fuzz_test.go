@@ -38,10 +38,7 @@ func FuzzDocEdit(f *testing.F) {
 			t.Fatalf("edit produced invalid YAML: %v\n%s", err, d.Bytes())
 		}
 		// Put the edited key back to what it was; the rest must be equal.
-		path := strings.Split(key, ".")
-		if !restore(after, before, path) {
-			return // the key's parent was created; compared below at the top level
-		}
+		restore(after, before, strings.Split(key, "."))
 		if !reflect.DeepEqual(after, before) {
 			t.Fatalf("edit of %s changed other keys:\nbefore %v\nafter  %v", key, before, after)
 		}
@@ -49,8 +46,9 @@ func FuzzDocEdit(f *testing.F) {
 }
 
 // restore copies the value at path from src into dst (deleting it if src
-// lacks it). It reports false when the path's parent is missing in src.
-func restore(dst, src map[string]any, path []string) bool {
+// lacks it). Where the path leaves the mappings both sides share (a parent
+// the edit created or replaced), that whole parent is restored.
+func restore(dst, src map[string]any, path []string) {
 	for i, k := range path {
 		if i == len(path)-1 {
 			if v, ok := src[k]; ok {
@@ -58,19 +56,18 @@ func restore(dst, src map[string]any, path []string) bool {
 			} else {
 				delete(dst, k)
 			}
-			return true
+			return
 		}
 		s, ok1 := src[k].(map[string]any)
 		d, ok2 := dst[k].(map[string]any)
 		if !ok1 || !ok2 {
 			if _, had := src[k]; !had {
 				delete(dst, k)
-				return true
+				return
 			}
 			dst[k] = src[k]
-			return true
+			return
 		}
 		src, dst = s, d
 	}
-	return true
 }
