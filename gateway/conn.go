@@ -179,7 +179,7 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 }
 
 // readHead reads until the end of the request head. It returns the buffer
-// (grown as needed up to max), the head's length, and an error.
+// (grown as needed up to limit), the head's length, and an error.
 func readHead(c net.Conn, buf []byte, limit int) ([]byte, int, error) {
 	for {
 		if len(buf) == cap(buf) {
@@ -195,10 +195,7 @@ func readHead(c net.Conn, buf []byte, limit int) ([]byte, int, error) {
 		buf = buf[:len(buf)+m]
 		if m > 0 {
 			if end := headEnd(buf[start:]); end >= 0 {
-				if start+end > limit {
-					return buf, 0, errHeadTooLarge
-				}
-				return buf, start + end, nil
+				return buf, start + end, nil // within limit: reads never pass it
 			}
 			if len(buf) >= limit {
 				return buf, 0, errHeadTooLarge
