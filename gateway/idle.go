@@ -15,8 +15,8 @@ import (
 //
 // It also gives memory back after a burst: when the open connections fall to
 // a quarter of their peak, it runs the collector and returns freed pages to
-// the OS. That also closes the kernel pipes the splice path pooled for the
-// burst, which otherwise wait for the next periodic collection.
+// the OS. (The splice path's pipes are not the collector's: its pipe cache
+// closes them itself once quiet, see splice_linux.go.)
 func (s *Server) sweepIdle(stop <-chan struct{}) {
 	var peak int64
 	for {
