@@ -36,9 +36,8 @@ func (a Action) String() string {
 }
 
 type runner struct {
-	cfg   Config
-	start time.Time
-	mu    sync.Mutex // serialises log lines
+	cfg Config
+	mu  sync.Mutex // serialises log lines
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -51,7 +50,7 @@ func (r *runner) logf(format string, args ...any) {
 // signal (SIGTERM/SIGINT reboot, SIGUSR2/SIGPWR power off), the power
 // button, or a fatal error (reboot). The caller then calls Halt.
 func Run(cfg Config) Action {
-	r := &runner{cfg: cfg, start: time.Now()}
+	r := &runner{cfg: cfg}
 	if err := r.mountKernelFS(); err != nil {
 		r.logf("mount: %v", err)
 	}

@@ -33,14 +33,7 @@ func (s *Supervisor) Supervise(ctx context.Context) error {
 		now = time.Now
 	}
 	if sleep == nil {
-		sleep = func(ctx context.Context, d time.Duration) {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-		}
+		sleep = func(ctx context.Context, d time.Duration) { sleepCtx(ctx, d) }
 	}
 	maxCrashes, window := s.MaxCrashes, s.Window
 	if maxCrashes <= 0 {
