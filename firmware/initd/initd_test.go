@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,7 +120,7 @@ func TestSupervisorRestartsWithBackoffAndStopsOnCrashLoop(t *testing.T) {
 	if !errors.Is(err, ErrCrashLoop) || runs != 4 {
 		t.Fatalf("err %v after %d runs; want ErrCrashLoop after 4", err, runs)
 	}
-	if want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}; len(delays) != 3 || delays[0] != want[0] || delays[2] != want[2] {
+	if want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}; !slices.Equal(delays, want) {
 		t.Errorf("delays %v, want %v", delays, want)
 	}
 }
@@ -182,7 +183,7 @@ func TestParseNetwork(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || s.Addr != tc.static.Addr || s.Gateway != tc.static.Gateway || len(s.DNS) != len(tc.static.DNS) {
+			if err != nil || s.Addr != tc.static.Addr || s.Gateway != tc.static.Gateway || !slices.Equal(s.DNS, tc.static.DNS) {
 				t.Errorf("Static = %+v, %v; want %+v", s, err, tc.static)
 			}
 		})
