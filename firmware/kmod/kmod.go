@@ -154,7 +154,7 @@ func finit(path string) error {
 	}
 	defer f.Close()
 	flags := 0
-	if Name(path)+".ko" != filepath.Base(path) && !strings.HasSuffix(path, ".ko") {
+	if !strings.HasSuffix(path, ".ko") { // .ko.xz, .ko.zst, .ko.gz: the kernel decompresses
 		flags |= unix.MODULE_INIT_COMPRESSED_FILE
 	}
 	if err := unix.FinitModule(int(f.Fd()), "", flags); err != nil {
