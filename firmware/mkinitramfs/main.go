@@ -171,12 +171,8 @@ type resolver struct {
 	dirs []string
 }
 
-func (r *resolver) program(dest, src string) error {
-	if err := r.copyELF(dest, src, 0o755); err != nil {
-		return err
-	}
-	return nil
-}
+// program copies an executable with its interpreter and libraries.
+func (r *resolver) program(dest, src string) error { return r.copyELF(dest, src, 0o755) }
 
 func (r *resolver) copyELF(dest, src string, mode fs.FileMode) error {
 	if r.done[dest] {
