@@ -87,19 +87,26 @@ func TestAliasBombRefused(t *testing.T) {
 	t.Logf("refused: %v", err)
 }
 
+// compile parses and compiles a policy that must be valid.
+func compile(t testing.TB, src string) *Snapshot {
+	t.Helper()
+	f, err := Parse([]byte(src), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Compile(f, nil, "t", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func TestHostMatching(t *testing.T) {
-	f, err := Parse([]byte(`version: 1
+	s := compile(t, `version: 1
 presets: []
 allowed_hosts: [Example.COM., "*.wild.example.org", "203.0.113.7", "[2001:db8::7]", "bücher.example", "*.xn--caf-dma.example"]
 allowed_ports: [443, 8443]
-`), "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Compile(f, nil, "t", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	cases := []struct {
 		host string
 		port int
@@ -135,14 +142,7 @@ allowed_ports: [443, 8443]
 }
 
 func TestAddressSafety(t *testing.T) {
-	f, err := Parse([]byte("version: 1\nallowed_networks: [10.20.0.0/16, \"fd00:1::/32\"]\n"), "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Compile(f, nil, "t", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := compile(t, "version: 1\nallowed_networks: [10.20.0.0/16, \"fd00:1::/32\"]\n")
 	cases := []struct {
 		addr string
 		ok   bool
