@@ -2,8 +2,9 @@
 # ARCH=amd64 (default) or arm64; DEBUG=1 adds a shell on tty1.
 
 ARCH    ?= amd64
-# VERSION is evaluated once here: the Makefile's runs git describe on each
-# use, and a commit landing mid-build must not rename the image.
+# VERSION (:=) runs git describe once per make run; a sub-make runs it again,
+# so firmware-test-arm64 hands FW_VERSION down: a commit landing mid-build
+# must not rename the image.
 FW_VERSION := $(VERSION)
 DEBUG   ?=
 FIRMWARE_IMAGE = build/out/storegate-$(FW_VERSION)-$(ARCH).img
