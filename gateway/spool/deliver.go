@@ -64,14 +64,7 @@ func (s *Spool) Run(ctx context.Context) error {
 		lg, closed := s.log, s.closed
 		s.mu.Unlock()
 		if lg == nil && !closed {
-			s.open()
-			s.mu.Lock()
-			for origin, oq := range s.origins {
-				if len(oq.q) > 0 && !oq.running && s.runCtx != nil {
-					s.startWorkerLocked(origin, oq)
-				}
-			}
-			s.mu.Unlock()
+			s.open() // its inserts start the workers, since runCtx is set
 			continue
 		}
 		s.expire()
