@@ -5,13 +5,17 @@
 set -eu
 : "${GO:=go}" "${VERSION:=dev}" "${OUT:=build/out}" "${FLAGS:=-trimpath -buildvcs=false}"
 : "${LDFLAGS:=-s -w -buildid= -X main.version=$VERSION}"
+# binpath GOOS/GOARCH sets goos, goarch and bin, the output file.
+binpath() {
+	goos=${1%/*}
+	goarch=${1#*/}
+	ext=""
+	if [ "$goos" = windows ]; then ext=".exe"; fi
+	bin="$OUT/storegate-$VERSION-$goos-$goarch$ext"
+}
 mkdir -p "$OUT"
 for target in "$@"; do
-	goos=${target%/*}
-	goarch=${target#*/}
-	ext=""
-	[ "$goos" = windows ] && ext=".exe"
-	bin="$OUT/storegate-$VERSION-$goos-$goarch$ext"
+	binpath "$target"
 	# GOARM=7 only matters for linux/arm; GOAMD64=v1 keeps old store boxes working.
 	# shellcheck disable=SC2086
 	CGO_ENABLED=0 GOOS=$goos GOARCH=$goarch GOARM=7 GOAMD64=v1 GOARM64=v8.0 \
@@ -19,10 +23,6 @@ for target in "$@"; do
 done
 echo "cross: sizes (bytes)"
 for target in "$@"; do
-	goos=${target%/*}
-	goarch=${target#*/}
-	ext=""
-	[ "$goos" = windows ] && ext=".exe"
-	bin="$OUT/storegate-$VERSION-$goos-$goarch$ext"
+	binpath "$target"
 	printf '  %-40s %10d\n' "$(basename "$bin")" "$(wc -c <"$bin")"
 done
