@@ -99,11 +99,7 @@ func (w *Watcher) Start(ctx context.Context) error {
 	w.done = make(chan struct{})
 	w.watched = map[string]bool{}
 	if w.Initial != "" {
-		var related []string
-		if w.Related != nil {
-			related = w.Related()
-		}
-		w.last = w.fingerprint(w.Initial, related)
+		w.last = w.fingerprint(w.Initial, w.related())
 	}
 	fw, err := w.newNotifier()
 	if err != nil {
@@ -220,11 +216,7 @@ func (w *Watcher) check() {
 		w.report(err)
 		return
 	}
-	var related []string
-	if w.Related != nil {
-		related = w.Related()
-	}
-	fp := w.fingerprint(sum, related)
+	fp := w.fingerprint(sum, w.related())
 	if fp == w.last && !w.failed {
 		return
 	}
@@ -241,11 +233,15 @@ func (w *Watcher) differs() bool {
 	if w.failed {
 		return true
 	}
-	var related []string
-	if w.Related != nil {
-		related = w.Related()
+	return w.fingerprint(sum, w.related()) != w.last
+}
+
+// related returns the files Related names now; none when it is nil.
+func (w *Watcher) related() []string {
+	if w.Related == nil {
+		return nil
 	}
-	return w.fingerprint(sum, related) != w.last
+	return w.Related()
 }
 
 func (w *Watcher) report(err error) {
@@ -289,15 +285,13 @@ func (w *Watcher) refreshWatches() {
 	for _, d := range symlinkDirs(w.Path) {
 		want[d] = true
 	}
-	if w.Related != nil {
-		for _, p := range w.Related() {
-			if !filepath.IsAbs(p) {
-				continue
-			}
-			want[filepath.Dir(p)] = true
-			for _, d := range symlinkDirs(p) {
-				want[d] = true
-			}
+	for _, p := range w.related() {
+		if !filepath.IsAbs(p) {
+			continue
+		}
+		want[filepath.Dir(p)] = true
+		for _, d := range symlinkDirs(p) {
+			want[d] = true
 		}
 	}
 	for d := range w.watched {
