@@ -64,13 +64,9 @@ func allowedHostList(path string, s stdio) int {
 	for _, h := range f.AllowedHosts {
 		fmt.Fprintf(tw, "%s\tpolicy file\n", h)
 	}
-	for _, name := range f.Presets {
-		for _, p := range policy.Presets() {
-			if p.Name == name {
-				for _, h := range p.Hosts {
-					fmt.Fprintf(tw, "%s\tpreset:%s\n", h, name)
-				}
-			}
+	for _, p := range enabledPresets(f) {
+		for _, h := range p.Hosts {
+			fmt.Fprintf(tw, "%s\tpreset:%s\n", h, p.Name)
 		}
 	}
 	_ = tw.Flush()
@@ -94,15 +90,10 @@ func presetOf(f *policy.File, p policy.HostPattern) string {
 	if f == nil {
 		return ""
 	}
-	for _, name := range f.Presets {
-		for _, pr := range policy.Presets() {
-			if pr.Name != name {
-				continue
-			}
-			for _, h := range pr.Hosts {
-				if samePattern(h, p.String()) {
-					return name
-				}
+	for _, pr := range enabledPresets(f) {
+		for _, h := range pr.Hosts {
+			if samePattern(h, p.String()) {
+				return pr.Name
 			}
 		}
 	}

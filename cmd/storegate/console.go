@@ -9,7 +9,6 @@ import (
 
 	"github.com/storegate/storegate/device/console"
 	"github.com/storegate/storegate/device/netcheck"
-	"github.com/storegate/storegate/gateway"
 	"github.com/storegate/storegate/gateway/policy"
 )
 
@@ -89,26 +88,7 @@ func (p *adhocProvider) Policy() console.PolicyView {
 	if err != nil {
 		return console.PolicyView{File: p.policyPath, LastReloadError: err.Error()}
 	}
-	f := snap.File
-	v := console.PolicyView{
-		File: snap.Source, Hash: snap.Hash, LoadedAt: snap.LoadedAt,
-		Ports: f.AllowedPorts, Networks: f.AllowedNetworks, ClientCertificates: f.AllowedClientCertificates,
-		MinTLSVersion: f.TLS.MinVersion, AllowChanges: f.Console.AllowChanges,
-		Relay: gateway.RelayDisplay(f.RelayProxy.Address, f.RelayProxy.Username),
-	}
-	for _, h := range f.AllowedHosts {
-		v.Hosts = append(v.Hosts, console.HostEntry{Pattern: h, Origin: "policy"})
-	}
-	for _, name := range f.Presets {
-		for _, ps := range policy.Presets() {
-			if ps.Name == name {
-				for _, h := range ps.Hosts {
-					v.Hosts = append(v.Hosts, console.HostEntry{Pattern: h, Origin: "preset " + name})
-				}
-			}
-		}
-	}
-	return v
+	return policyView(snap)
 }
 
 func (p *adhocProvider) Spool() console.SpoolView {

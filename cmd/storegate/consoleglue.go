@@ -80,13 +80,19 @@ func (p *consoleProvider) Policy() console.PolicyView {
 	if snap == nil {
 		return console.PolicyView{File: "(no policy loaded)"}
 	}
+	v := policyView(snap)
+	v.LastReloadError = p.Status().LastReloadError
+	return v
+}
+
+// policyView shows a policy snapshot on the console: the file, its hash and
+// what it allows, each allowed host with where it comes from.
+func policyView(snap *policy.Snapshot) console.PolicyView {
 	f := snap.File
-	st := p.Status()
 	v := console.PolicyView{
 		File:               snap.Source,
 		Hash:               snap.Hash,
 		LoadedAt:           snap.LoadedAt,
-		LastReloadError:    st.LastReloadError,
 		Ports:              f.AllowedPorts,
 		Networks:           f.AllowedNetworks,
 		ClientCertificates: f.AllowedClientCertificates,
@@ -97,17 +103,26 @@ func (p *consoleProvider) Policy() console.PolicyView {
 	for _, h := range f.AllowedHosts {
 		v.Hosts = append(v.Hosts, console.HostEntry{Pattern: h, Origin: "policy"})
 	}
-	presets := policy.Presets()
-	for _, name := range f.Presets {
-		for _, ps := range presets {
-			if ps.Name == name {
-				for _, h := range ps.Hosts {
-					v.Hosts = append(v.Hosts, console.HostEntry{Pattern: h, Origin: "preset " + name})
-				}
-			}
+	for _, ps := range enabledPresets(f) {
+		for _, h := range ps.Hosts {
+			v.Hosts = append(v.Hosts, console.HostEntry{Pattern: h, Origin: "preset " + ps.Name})
 		}
 	}
 	return v
+}
+
+// enabledPresets returns the presets the policy file names, in its order.
+func enabledPresets(f *policy.File) []policy.Preset {
+	var out []policy.Preset
+	all := policy.Presets()
+	for _, name := range f.Presets {
+		for _, ps := range all {
+			if ps.Name == name {
+				out = append(out, ps)
+			}
+		}
+	}
+	return out
 }
 
 func (p *consoleProvider) Spool() console.SpoolView {
