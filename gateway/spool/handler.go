@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -209,12 +211,11 @@ func (s *Spool) MessageState(id string) (MessageState, bool) {
 		return MessageState{ID: id, State: f.state, Destination: f.dest, Status: f.status, Reason: f.reason, Finished: f.at}, true
 	}
 	s.mu.Unlock()
-	if d, err := s.DeadLetters(); err == nil {
-		for _, x := range d {
-			if x.ID == id {
-				return MessageState{ID: id, State: "dead", Destination: redact(x.Destination), Status: x.Status, Reason: x.Reason, Finished: x.At}, true
-			}
-		}
+	// A dead letter's listing entry is named after its id: read that one file,
+	// not the whole dead-letter area, for each unknown id asked about.
+	var x DeadLetter
+	if b, err := os.ReadFile(filepath.Join(s.deadDir(), id+".json")); err == nil && json.Unmarshal(b, &x) == nil && x.ID == id {
+		return MessageState{ID: id, State: "dead", Destination: redact(x.Destination), Status: x.Status, Reason: x.Reason, Finished: x.At}, true
 	}
 	return MessageState{}, false
 }
