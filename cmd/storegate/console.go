@@ -116,7 +116,7 @@ func (p *adhocProvider) Follow(int) (<-chan []byte, func()) {
 }
 
 // Check dials directly from this process: the relay path belongs to the
-// gateway, so the report says "direct (ad-hoc console)".
+// gateway, so the report says "via direct".
 func (p *adhocProvider) Check(ctx context.Context, host string, port int) netcheck.Report {
 	return netcheck.Run(ctx, netcheck.Config{Via: "direct"}, host, port)
 }

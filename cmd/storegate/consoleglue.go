@@ -15,9 +15,9 @@ import (
 
 // startConsole serves the serial console on device in the background until
 // ctx ends, reopening the device whenever it disappears. It fails at once
-// only for an unusable baud rate; a missing device is waited for (event 400
-// once, 100 when it opens). The returned channel closes when the console has
-// stopped. baud 0 means 115200.
+// only for an unusable baud rate or no device name; a missing device is
+// waited for (event 400 once, 100 when it opens). The returned channel
+// closes when the console has stopped. baud 0 means 115200.
 func startConsole(ctx context.Context, device string, baud int, p console.Provider, emit events.Emitter) (<-chan struct{}, error) {
 	if baud == 0 {
 		baud = 115200

@@ -1,7 +1,7 @@
 // Command storegate is the store edge gateway: a CONNECT proxy with an
 // allowlist, a store-and-forward spool, a serial console and a system service.
-// This file only dispatches; behaviour lives in the packages under gateway/,
-// device/ and agentside/.
+// This file only dispatches; behaviour lives in the packages under gateway/ and
+// device/.
 package main
 
 import (
