@@ -71,8 +71,7 @@ func (b *bench) bulk(ctx context.Context, s *subject, rep, n int, upload, withTL
 		return got.Load()
 	}
 	var errs atomic.Int64
-	var mu sync.Mutex
-	conns := make([]net.Conn, 0, n)
+	conns := make([]net.Conn, 0, n) // only this goroutine touches it
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for range n {
@@ -94,9 +93,7 @@ func (b *bench) bulk(ctx context.Context, s *subject, rep, n int, upload, withTL
 			}
 			rw = tc
 		}
-		mu.Lock()
 		conns = append(conns, c)
-		mu.Unlock()
 		wg.Go(func() {
 			if _, err := rw.Write([]byte{mode}); err != nil {
 				errs.Add(1)
@@ -128,11 +125,9 @@ func (b *bench) bulk(ctx context.Context, s *subject, rep, n int, upload, withTL
 	sleepCtx(ctx, b.opts.bulkTime)
 	b1, c1, t1 := counter(), cpuNow(b, s), time.Now()
 	close(stop)
-	mu.Lock()
 	for _, c := range conns {
 		c.Close()
 	}
-	mu.Unlock()
 	waitGroup(&wg, 5*time.Second)
 	s.tunnels.Add(int64(len(conns)))
 
