@@ -102,33 +102,19 @@ func benchGW(b *testing.B, port int) string {
 // sourceServer writes zeros to every connection until it is closed, or (sink
 // mode) reads and discards everything.
 func sourceServer(b *testing.B, sink bool) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		buf := make([]byte, 256<<10)
+	buf := make([]byte, 256<<10)
+	return serve(b, loopback(b), func(c net.Conn) {
+		defer c.Close()
+		if sink {
+			io.Copy(io.Discard, c)
+			return
+		}
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := c.Write(buf); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				if sink {
-					io.Copy(io.Discard, c)
-					return
-				}
-				for {
-					if _, err := c.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	})
 }
 
 func dialVia(b *testing.B, proxy string, port int) net.Conn {
@@ -201,21 +187,7 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 func BenchmarkConnectRate(b *testing.B) {
 	for _, via := range []string{"direct", "storegate"} {
 		b.Run(via, func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					go func() { c.Write([]byte{'!'}); io.Copy(io.Discard, c); c.Close() }()
-				}
-			}()
-			port := ln.Addr().(*net.TCPAddr).Port
+			port := serve(b, loopback(b), func(c net.Conn) { c.Write([]byte{'!'}); io.Copy(io.Discard, c); c.Close() })
 			proxy := ""
 			if via == "storegate" {
 				proxy = benchGW(b, port)

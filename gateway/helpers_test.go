@@ -230,29 +230,51 @@ func tlsUpstream(t *testing.T, pki *testPKI, body string) (port int) {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// echoServer echoes what it reads; after the client half-closes it writes
-// "bye" and closes.
-func echoServer(t *testing.T) int {
+// freePort returns a loopback port that was free a moment ago; policy files
+// need a real port (Parse refuses 0).
+func freePort(t *testing.T) int {
 	t.Helper()
+	ln := loopback(t)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// loopback listens on a free port of 127.0.0.1.
+func loopback(tb testing.TB) net.Listener {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// serve accepts on ln until the test ends, running handle for each
+// connection on its own goroutine, and returns ln's port.
+func serve(tb testing.TB, ln net.Listener, handle func(net.Conn)) int {
+	tb.Helper()
+	tb.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				io.WriteString(c, "bye")
-			}()
+			go handle(c)
 		}
 	}()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// echoServer echoes what it reads; after the client half-closes it writes
+// "bye" and closes.
+func echoServer(t *testing.T) int {
+	t.Helper()
+	return serve(t, loopback(t), func(c net.Conn) {
+		defer c.Close()
+		io.Copy(c, c)
+		io.WriteString(c, "bye")
+	})
 }
 
 // rawConnect sends a CONNECT and returns the connection and the response's

@@ -39,18 +39,6 @@ type reloadGW struct {
 	echo2 int
 }
 
-// freePort returns a loopback port that was free a moment ago; policy files
-// need a real port (Parse refuses 0).
-func reloadFreePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // doc renders a policy version: the fixed listeners plus body, and the first
 // echo port as the allowed port unless body says otherwise.
 func (g *reloadGW) doc(body string) []byte {
@@ -76,8 +64,8 @@ func newReloadGW(t *testing.T, body string, setup func(g *reloadGW, first []byte
 	// The ports are picked free and then bound by the gateway; another test
 	// running in parallel can take one in between, so try a few times.
 	for attempt := 0; ; attempt++ {
-		g.port = reloadFreePort(t)
-		g.admin = fmt.Sprintf("127.0.0.1:%d", reloadFreePort(t))
+		g.port = freePort(t)
+		g.admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		g.path = filepath.Join(t.TempDir(), "policy.yaml")
 		first := g.doc(body)
 		if setup != nil {
@@ -348,8 +336,8 @@ func TestReloadMovesListener(t *testing.T) {
 	}
 	readHeadEnd(t, br)
 	oldAdmin := g.srv.Addr("admin").String()
-	g.port = reloadFreePort(t)
-	g.admin = fmt.Sprintf("127.0.0.1:%d", reloadFreePort(t))
+	g.port = freePort(t)
+	g.admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	next := g.doc("allowed_hosts: [a.test]\n")
 	writeAll(t, g.path, os.O_WRONLY|os.O_TRUNC, next)
 	e := g.rec.waitFor(t, events.Info, map[string]string{events.KeyHash: sum(next)})

@@ -30,21 +30,8 @@ func tlsOverTunnel(t *testing.T, proxy, target string, cfg *tls.Config) (*tls.Co
 
 func TestTLSInspectionDecisions(t *testing.T) {
 	pki := newPKI(t, "tls.example", "other.example")
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pki.cert}, MinVersion: tls.VersionTLS10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	ln := tls.NewListener(loopback(t), &tls.Config{Certificates: []tls.Certificate{pki.cert}, MinVersion: tls.VersionTLS10})
+	port := serve(t, ln, func(c net.Conn) { io.Copy(c, c); c.Close() })
 	gw := startGW(t, fmt.Sprintf("allowed_hosts: [tls.example]\nallowed_ports: [%d]\nallowed_networks: [127.0.0.1/32]\n", port),
 		func(c *Config) { c.Resolver = mapResolver{"tls.example": {"127.0.0.1"}} })
 	target := fmt.Sprintf("tls.example:%d", port)
@@ -96,16 +83,6 @@ func TestTLSInspectionDecisions(t *testing.T) {
 	if c := gw.srv.Counters(); c.Rejections < 3 {
 		t.Fatalf("TLS validation failures not counted as rejections: %+v", c)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // regionalGW runs a gateway with a TLS listener that requires client
@@ -239,25 +216,12 @@ func TestClientCertificateInTunnel(t *testing.T) {
 		t.Fatal("openssl is required (make test-deps installs it)")
 	}
 	pki := newPKI(t, "pos.example")
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+	ln := tls.NewListener(loopback(t), &tls.Config{
 		Certificates: []tls.Certificate{pki.cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    pki.pool,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { c.(*tls.Conn).Handshake(); io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := serve(t, ln, func(c net.Conn) { c.(*tls.Conn).Handshake(); io.Copy(io.Discard, c); c.Close() })
 	gw := startGW(t, fmt.Sprintf("allowed_hosts: [pos.example]\nallowed_ports: [%d]\nallowed_networks: [127.0.0.1/32]\nallowed_client_certificates: [\"CN=pos-0001,O=Contoso\"]\n", port),
 		func(c *Config) { c.Resolver = mapResolver{"pos.example": {"127.0.0.1"}} })
 	_, goodCrt, goodKey := pki.issue(t, pkix.Name{CommonName: "pos-0001", Organization: []string{"Contoso"}}, nil, true)
