@@ -41,15 +41,36 @@ func helloBody(legacy uint16, suites []uint16, exts ...[]byte) []byte {
 	b = append(b, u16s(uint16(2*len(suites)))...)
 	b = append(b, u16s(suites...)...)
 	b = append(b, 1, 0)
-	if exts != nil {
-		var all []byte
-		for _, e := range exts {
-			all = append(all, e...)
-		}
-		b = append(b, u16s(uint16(len(all)))...)
-		b = append(b, all...)
+	return appendExts(b, exts)
+}
+
+// serverHelloBody builds a TLS 1.2-format ServerHello body choosing
+// TLS_AES_128_GCM_SHA256; exts == nil omits the extensions block.
+func serverHelloBody(random string, exts ...[]byte) []byte {
+	b := u16s(0x0303)
+	b = append(b, random...)
+	b = append(b, 0)
+	b = append(b, u16s(0x1301)...)
+	b = append(b, 0)
+	return appendExts(b, exts)
+}
+
+// appendExts appends the extensions block (length, then exts) unless exts is nil.
+func appendExts(b []byte, exts [][]byte) []byte {
+	if exts == nil {
+		return b
 	}
-	return b
+	var all []byte
+	for _, e := range exts {
+		all = append(all, e...)
+	}
+	b = append(b, u16s(uint16(len(all)))...)
+	return append(b, all...)
+}
+
+// tls13ServerHello is a whole ServerHello record choosing TLS 1.3.
+func tls13ServerHello() []byte {
+	return handshakeRecord(msgServerHello, serverHelloBody(string(bytes.Repeat([]byte{1}, 32)), ext(extSupportedVersions, u16s(0x0304))))
 }
 
 func TestParseClientHello(t *testing.T) {
@@ -93,22 +114,7 @@ func TestParseClientHello(t *testing.T) {
 }
 
 func TestParseServerHello(t *testing.T) {
-	sh := func(random string, exts ...[]byte) []byte {
-		b := u16s(0x0303)
-		b = append(b, random...)
-		b = append(b, 0)
-		b = append(b, u16s(0x1301)...)
-		b = append(b, 0)
-		if exts != nil {
-			var all []byte
-			for _, e := range exts {
-				all = append(all, e...)
-			}
-			b = append(b, u16s(uint16(len(all)))...)
-			b = append(b, all...)
-		}
-		return b
-	}
+	sh := serverHelloBody
 	plain := string(bytes.Repeat([]byte{1}, 32))
 	cases := []struct {
 		name    string
@@ -161,8 +167,7 @@ func handshakeRecord(msgType byte, body []byte) []byte {
 func TestInspectGREASEHello(t *testing.T) {
 	hello := handshakeRecord(msgClientHello, helloBody(0x0303, []uint16{0x2a2a, 0x1301}, ext(0x0a0a, nil),
 		sniExt("example.com"), versionsExt(0x7a7a, 0x0304, 0x0303)))
-	serverHello := handshakeRecord(msgServerHello, append(append(append(u16s(0x0303), bytes.Repeat([]byte{1}, 32)...),
-		0, 0x13, 0x01, 0), append(u16s(6), ext(extSupportedVersions, u16s(0x0304))...)...))
+	serverHello := tls13ServerHello()
 	c := &scriptConn{t: t, data: hello, chunk: 3}
 	u := &scriptConn{t: t, data: serverHello, chunk: 2}
 	res, err := Inspect(c, u, Config{})
@@ -177,8 +182,7 @@ func TestInspectGREASEHello(t *testing.T) {
 // Hellos larger than one read buffer (Chrome's ~1.8 KB post-quantum hello,
 // or bigger with padding) are held and parsed whole; over the cap they stop.
 func TestInspectLargeHello(t *testing.T) {
-	serverHello := handshakeRecord(msgServerHello, append(append(append(u16s(0x0303), bytes.Repeat([]byte{1}, 32)...),
-		0, 0x13, 0x01, 0), append(u16s(6), ext(extSupportedVersions, u16s(0x0304))...)...))
+	serverHello := tls13ServerHello()
 	for _, tc := range []struct {
 		size, chunk int
 		tooLarge    bool
