@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net/url"
@@ -215,16 +216,9 @@ func WriteStatus(w io.Writer, eol string, st Status, now time.Time) {
 		p.kv("  reload", "ok")
 	}
 	p.kv("relay", relayLine(st.Relay))
-	p.kv("link", orUnknown(st.Link))
+	p.kv("link", cmp.Or(st.Link, "unknown"))
 	p.kv("tunnels", strconv.FormatInt(st.ActiveTunnels, 10)+" active")
 	p.kv("spool", strconv.FormatInt(st.SpoolDepth, 10)+" messages waiting")
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "unknown"
-	}
-	return s
 }
 
 // WriteCounters prints counters sorted by name, values right-aligned.
@@ -263,7 +257,7 @@ func WritePolicy(w io.Writer, eol string, v PolicyView, now time.Time) {
 	}
 	p.kv("ports", joinInts(v.Ports))
 	p.kv("networks", joinOr(v.Networks, "none (private and loopback destinations refused)"))
-	p.kv("tls minimum", orDash(v.MinTLSVersion))
+	p.kv("tls minimum", cmp.Or(v.MinTLSVersion, "-"))
 	p.kv("relay", relayLine(v.Relay))
 	changes := "read-only"
 	if v.AllowChanges {
@@ -308,13 +302,6 @@ func joinOr(v []string, none string) string {
 	return strings.Join(v, ", ")
 }
 
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
 // WriteSpool prints the spool's depth, bounds and outcomes.
 func WriteSpool(w io.Writer, eol string, v SpoolView) {
 	p := &printer{w: w, eol: eol}
@@ -328,7 +315,7 @@ func WriteSpool(w io.Writer, eol string, v SpoolView) {
 	p.kv("delivered", strconv.FormatInt(v.Delivered, 10))
 	p.kv("dead letters", strconv.FormatInt(v.DeadLetters, 10))
 	p.kv("dropped", strconv.FormatInt(v.Dropped, 10))
-	p.kv("last error", orDash(v.LastError))
+	p.kv("last error", cmp.Or(v.LastError, "-"))
 }
 
 // Bytes formats n with a binary unit.
@@ -348,16 +335,12 @@ func Bytes(n int64) string {
 // WriteLink prints the WAN link state.
 func WriteLink(w io.Writer, eol string, v LinkView, now time.Time) {
 	p := &printer{w: w, eol: eol}
-	p.kv("state", orUnknown(v.State))
-	via := v.Via
-	if via == "" {
-		via = "direct"
-	}
-	p.kv("via", MaskURL(via))
+	p.kv("state", cmp.Or(v.State, "unknown"))
+	p.kv("via", MaskURL(cmp.Or(v.Via, "direct")))
 	p.kv("since", stamp(v.Since, now))
 	p.kv("last probe", stamp(v.LastProbe, now))
-	p.kv("probe target", orDash(v.ProbeTarget))
-	p.kv("last error", orDash(v.LastError))
+	p.kv("probe target", cmp.Or(v.ProbeTarget, "-"))
+	p.kv("last error", cmp.Or(v.LastError, "-"))
 }
 
 // WriteCheck prints a check report one step per line, then a verdict.
