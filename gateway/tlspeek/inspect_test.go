@@ -375,21 +375,7 @@ func (c *deadlineConn) SetDeadline(t time.Time) error {
 }
 
 func TestTimeoutAndDeadlinesCleared(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	up, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	upPeer, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer upPeer.Close()
+	up, upPeer := tcpPair(t)
 	clientPeer, clientSide := tcpPair(t)
 	hello := goClientHello(t, &tls.Config{ServerName: "example.test"})
 	if _, err := clientPeer.Write(hello[:len(hello)/2]); err != nil { // then stall
@@ -457,8 +443,7 @@ func tcpPair(t *testing.T) (a, b net.Conn) {
 // A cap smaller than Go's post-quantum ClientHello stops the read at the cap.
 func TestCapNeverExceeded(t *testing.T) {
 	clientPeer, clientSide := tcpPair(t)
-	upPeer, upSide := tcpPair(t)
-	_ = upPeer
+	_, upSide := tcpPair(t)
 	hello := goClientHello(t, &tls.Config{ServerName: "example.test"})
 	if _, err := clientPeer.Write(hello); err != nil {
 		t.Fatal(err)
