@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -174,7 +175,7 @@ func (c *Client) exchange(ctx context.Context, m *Message, want func(*Message) b
 				last = err
 				continue
 			}
-			if r.Op != 2 || r.XID != m.XID || !equalHW(r.CHAddr, m.CHAddr) || !want(r) {
+			if r.Op != 2 || r.XID != m.XID || !bytes.HasPrefix(r.CHAddr, m.CHAddr) || !want(r) {
 				continue
 			}
 			return r, nil
@@ -182,18 +183,6 @@ func (c *Client) exchange(ctx context.Context, m *Message, want func(*Message) b
 		wait *= 2
 	}
 	return nil, last
-}
-
-func equalHW(a, b net.HardwareAddr) bool {
-	if len(b) > len(a) {
-		return false
-	}
-	for i := range b {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func newXID() uint32 {
