@@ -216,38 +216,14 @@ func glueTerm(t *testing.T, p *consoleProvider, emit events.Emitter) func(cmd st
 			t.Error("console did not stop")
 		}
 	})
-	var mu sync.Mutex
-	var buf []byte
-	go func() {
-		b := make([]byte, 4096)
-		for {
-			n, err := ptmx.Read(b)
-			mu.Lock()
-			buf = append(buf, b[:n]...)
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
+	read := ptyOutput(ptmx)
 	mark := 0
 	next := func() string {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			mu.Lock()
-			if i := bytes.Index(buf[mark:], []byte("storegate> ")); i >= 0 {
-				out := string(buf[mark : mark+i])
-				mark += i + len("storegate> ")
-				mu.Unlock()
-				return strings.ReplaceAll(out, "\r\n", "\n")
-			}
-			tail := string(buf[mark:])
-			mu.Unlock()
-			if time.Now().After(deadline) {
-				t.Fatalf("no prompt; got %q", tail)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		t.Helper()
+		out := waitFor(t, func() string { return read()[mark:] }, "storegate> ")
+		i := strings.Index(out, "storegate> ")
+		mark += i + len("storegate> ")
+		return strings.ReplaceAll(out[:i], "\r\n", "\n")
 	}
 	banner := next()
 	if !strings.Contains(strings.ReplaceAll(banner, "\n    ", ""), "storegate "+version+" serial console on "+link) {
@@ -348,38 +324,8 @@ func TestConsoleCommandAdHoc(t *testing.T) {
 	go func() {
 		codec <- cmdConsole(ctx, []string{"--device", pts.Name(), "--policy", pf}, stdio{Out: io.Discard, Err: &errb})
 	}()
-	var mu sync.Mutex
-	var buf []byte
-	go func() {
-		b := make([]byte, 4096)
-		for {
-			n, err := ptmx.Read(b)
-			mu.Lock()
-			buf = append(buf, b[:n]...)
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	waitFor := func(want string) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			mu.Lock()
-			ok := bytes.Contains(buf, []byte(want))
-			all := string(buf)
-			mu.Unlock()
-			if ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("never saw %q in %q", want, all)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	waitFor("storegate> ")
+	out := ptyOutput(ptmx)
+	waitFor(t, out, "storegate> ")
 	for _, step := range []struct{ cmd, want string }{
 		{"status", "version       glue-test\r\n"},
 		{"policy", "allowed hosts from policy (1):\r\n  adhoc.example\r\n"},
@@ -388,7 +334,7 @@ func TestConsoleCommandAdHoc(t *testing.T) {
 		if _, err := ptmx.Write([]byte(step.cmd + "\r")); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(step.want)
+		waitFor(t, out, step.want)
 	}
 	cancel()
 	select {

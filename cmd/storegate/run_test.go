@@ -76,10 +76,62 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
+// runPolicy writes a policy for `storegate run` on two free loopback ports
+// (the proxy's and the admin endpoint's) with a spool in a temp dir.
+func runPolicy(t *testing.T) (path string, ports []int) {
+	t.Helper()
+	ports = freePorts(t, 2)
+	path = filepath.Join(t.TempDir(), "policy.yaml")
+	yaml := fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\nspool: {dir: %q}\n", ports[0], ports[1], t.TempDir())
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, ports
+}
+
+// waitFor polls read until what it returns contains want, and returns that;
+// it fails the test after 20 seconds.
+func waitFor(t *testing.T, read func() string, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s := read()
+		if strings.Contains(s, want) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never saw %q in:\n%s", want, s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// ptyOutput collects what is written to the terminal behind ptmx until it
+// closes; the function returned reads everything so far.
+func ptyOutput(ptmx *os.File) func() string {
+	var mu sync.Mutex
+	var buf []byte
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(b)
+			mu.Lock()
+			buf = append(buf, b[:n]...)
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return string(buf)
+	}
+}
+
 func TestRunStartsAndStopsWithEvents(t *testing.T) {
-	ports := freePorts(t, 2)
-	path := filepath.Join(t.TempDir(), "policy.yaml")
-	os.WriteFile(path, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\nspool: {dir: %q}\n", ports[0], ports[1], t.TempDir())), 0o644)
+	path, ports := runPolicy(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr syncBuf
 	done := make(chan int, 1)
@@ -87,13 +139,7 @@ func TestRunStartsAndStopsWithEvents(t *testing.T) {
 		done <- dispatch(ctx, []string{"run", "--policy", path}, stdio{In: strings.NewReader(""), Out: io.Discard, Err: &stderr})
 	}()
 
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), `"event_id":101`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no event 101: %s", stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, stderr.String, `"event_id":101`)
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0]))
 	if err != nil {
 		t.Fatal(err)
@@ -190,9 +236,7 @@ func TestBinarySIGTERM(t *testing.T) {
 	if out, _ := exec.Command(bin, "version").Output(); !strings.HasPrefix(string(out), "storegate ") {
 		t.Fatalf("version: %q", out)
 	}
-	ports := freePorts(t, 2)
-	path := filepath.Join(t.TempDir(), "policy.yaml")
-	os.WriteFile(path, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\nspool: {dir: %q}\n", ports[0], ports[1], t.TempDir())), 0o644)
+	path, _ := runPolicy(t)
 	cmd := exec.Command(bin, "run", "--policy", path)
 	var stderr syncBuf
 	cmd.Stderr = &stderr
@@ -200,13 +244,7 @@ func TestBinarySIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), `"event_id":101`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no event 101: %s", stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, stderr.String, `"event_id":101`)
 	cmd.Process.Signal(syscall.SIGTERM)
 	errc := make(chan error, 1)
 	go func() { errc <- cmd.Wait() }()
@@ -232,9 +270,7 @@ func TestRunWithConsole(t *testing.T) {
 	}
 	defer ptmx.Close()
 	defer pts.Close()
-	ports := freePorts(t, 2)
-	path := filepath.Join(t.TempDir(), "policy.yaml")
-	os.WriteFile(path, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\nspool: {dir: %q}\n", ports[0], ports[1], t.TempDir())), 0o644)
+	path, ports := runPolicy(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
@@ -248,40 +284,11 @@ func TestRunWithConsole(t *testing.T) {
 			t.Error("run did not stop")
 		}
 	}()
-	var mu sync.Mutex
-	var out []byte
-	go func() {
-		b := make([]byte, 4096)
-		for {
-			n, err := ptmx.Read(b)
-			mu.Lock()
-			out = append(out, b[:n]...)
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	waitFor := func(want string) string {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			mu.Lock()
-			s := string(out)
-			mu.Unlock()
-			if strings.Contains(s, want) {
-				return s
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("console never showed %q; got:\n%s", want, s)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	banner := waitFor("storegate> ")
+	out := ptyOutput(ptmx)
+	banner := waitFor(t, out, "storegate> ")
 	if !strings.Contains(banner, fmt.Sprintf("127.0.0.1:%d", ports[0])) || !strings.Contains(banner, path) {
 		t.Fatalf("banner lacks the listen address or policy:\n%s", banner)
 	}
 	ptmx.Write([]byte("status\r"))
-	waitFor("tunnels ")
+	waitFor(t, out, "tunnels ")
 }

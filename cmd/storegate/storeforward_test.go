@@ -54,13 +54,7 @@ spool: {dir: %q}
 	go func() { done <- dispatch(ctx, []string{"run", "--policy", path}, stdio{Out: io.Discard, Err: &stderr}) }()
 	defer func() { cancel(); <-done }()
 	proxy := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), `"event_id":101`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no start: %s", stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, stderr.String, `"event_id":101`)
 
 	submit := func(dest, body string) int {
 		req, _ := http.NewRequest("POST", proxy+"/spool/v1/messages", strings.NewReader(body))
@@ -80,7 +74,7 @@ spool: {dir: %q}
 	if code := submit("https://example.com/ingest", `{"n":2}`); code != 403 {
 		t.Fatalf("refused destination: %d", code)
 	}
-	deadline = time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for {
 		mu.Lock()
 		n := len(got)
