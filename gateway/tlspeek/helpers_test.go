@@ -174,41 +174,52 @@ func startTLSServer(t *testing.T, cfg *tls.Config) *tlsServer {
 // for clients (curl) that wait for the server to end the response.
 func startTLSServerOpts(t *testing.T, cfg *tls.Config, closeAfterGreeting bool) *tlsServer {
 	t.Helper()
+	s := &tlsServer{conns: make(chan *serverConn, 16)}
+	s.ln = serveLoopback(t, func(raw net.Conn) {
+		tap := &tapConn{Conn: raw}
+		sc := &serverConn{tap: tap}
+		tc := tls.Server(tap, cfg)
+		_ = tc.SetDeadline(time.Now().Add(20 * time.Second))
+		sc.handshakeErr = tc.Handshake()
+		if sc.handshakeErr == nil {
+			sc.state = tc.ConnectionState()
+			if _, err := tc.Write([]byte("hello\n")); err == nil && !closeAfterGreeting {
+				_, _ = io.Copy(io.Discard, tc)
+			}
+		}
+		tc.Close()
+		s.conns <- sc
+	})
+	return s
+}
+
+// serveLoopback listens on loopback and runs handle, in a goroutine of its
+// own, for every connection; when the test ends it closes the listener and
+// waits for the handlers.
+func serveLoopback(t *testing.T, handle func(net.Conn)) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &tlsServer{ln: ln, conns: make(chan *serverConn, 16)}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for {
-			raw, err := ln.Accept()
+			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				tap := &tapConn{Conn: raw}
-				sc := &serverConn{tap: tap}
-				tc := tls.Server(tap, cfg)
-				_ = tc.SetDeadline(time.Now().Add(20 * time.Second))
-				sc.handshakeErr = tc.Handshake()
-				if sc.handshakeErr == nil {
-					sc.state = tc.ConnectionState()
-					if _, err := tc.Write([]byte("hello\n")); err == nil && !closeAfterGreeting {
-						_, _ = io.Copy(io.Discard, tc)
-					}
-				}
-				tc.Close()
-				s.conns <- sc
+				handle(c)
 			}()
 		}
 	}()
-	return s
+	return ln
 }
 
 // next waits for the next finished server connection.
@@ -246,28 +257,8 @@ type relayOpts struct {
 
 func startRelay(t *testing.T, upstream string, o relayOpts) *relay {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{ln: ln, outcomes: make(chan outcome, 16)}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r.serve(c.(*net.TCPConn), upstream, o)
-			}()
-		}
-	}()
+	r := &relay{outcomes: make(chan outcome, 16)}
+	r.ln = serveLoopback(t, func(c net.Conn) { r.serve(c.(*net.TCPConn), upstream, o) })
 	return r
 }
 
