@@ -35,13 +35,7 @@ func TestConnectThroughGoHTTPClient(t *testing.T) {
 	gw := startGW(t, fmt.Sprintf("allowed_hosts: [shop.example]\nallowed_ports: [%d]\nallowed_networks: [127.0.0.0/8]\n", port),
 		func(c *Config) { c.Resolver = mapResolver{"shop.example": {"127.0.0.1"}} })
 
-	resp, err := proxyClient(gw.addr, pki.pool).Get(fmt.Sprintf("https://SHOP.example.:%d/", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(body) != "hello from upstream" {
+	if body := getVia(t, gw.addr, pki.pool, fmt.Sprintf("https://SHOP.example.:%d/", port)); body != "hello from upstream" {
 		t.Fatalf("body %q", body)
 	}
 	e := gw.rec.waitFor(t, events.ConnectReceived, map[string]string{events.KeyDecision: "allowed"})
@@ -336,11 +330,7 @@ func TestHalfCloseFromUpstream(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	// The upstream speaks first, so the handshake reader is off for this tunnel.
 	gw := startGW(t, fmt.Sprintf("allowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: false}\n", port), nil)
-	c, br, status := rawConnect(t, gw.addr, fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", port))
-	if !strings.HasPrefix(status, "HTTP/1.1 200") {
-		t.Fatal(status)
-	}
-	br.ReadString('\n')
+	c, br := openTunnel(t, gw.addr, fmt.Sprintf("127.0.0.1:%d", port))
 	b := make([]byte, 6)
 	if _, err := io.ReadFull(br, b); err != nil || string(b) != "banner" {
 		t.Fatalf("read %q %v", b, err)
@@ -364,10 +354,7 @@ func TestPerClientLimit(t *testing.T) {
 	echo := echoServer(t)
 	gw := startGW(t, fmt.Sprintf("allowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: false}\nlimits: {max_connections_per_client: 2}\n", echo), nil)
 	for i := 0; i < 2; i++ {
-		_, _, status := rawConnect(t, gw.addr, fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", echo))
-		if !strings.HasPrefix(status, "HTTP/1.1 200") {
-			t.Fatal(status)
-		}
+		openTunnel(t, gw.addr, fmt.Sprintf("127.0.0.1:%d", echo))
 	}
 	_, _, status := rawConnect(t, gw.addr, fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", echo))
 	if status != "HTTP/1.1 429 Too Many Requests" {
@@ -381,16 +368,8 @@ func TestPerClientLimit(t *testing.T) {
 func TestGracefulShutdownDrainsThenCuts(t *testing.T) {
 	echo := echoServer(t)
 	gw := startGW(t, fmt.Sprintf("allowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: false}\n", echo), nil)
-	open := func() (net.Conn, *bufio.Reader) {
-		c, br, status := rawConnect(t, gw.addr, fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", echo))
-		if !strings.HasPrefix(status, "HTTP/1.1 200") {
-			t.Fatal(status)
-		}
-		br.ReadString('\n')
-		return c, br
-	}
-	finishing, fbr := open()
-	stuck, sbr := open()
+	finishing, fbr := openTunnel(t, gw.addr, fmt.Sprintf("127.0.0.1:%d", echo))
+	stuck, sbr := openTunnel(t, gw.addr, fmt.Sprintf("127.0.0.1:%d", echo))
 	admin := "http://" + gw.srv.Addr("admin").String()
 
 	done := make(chan int, 1)
@@ -473,11 +452,7 @@ func TestAdminEndpoints(t *testing.T) {
 func TestIdleTunnelIsClosed(t *testing.T) {
 	echo := echoServer(t)
 	gw := startGW(t, fmt.Sprintf("allowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: false}\nlimits: {idle_timeout: 300ms}\n", echo), nil)
-	c, br, status := rawConnect(t, gw.addr, fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", echo))
-	if !strings.HasPrefix(status, "HTTP/1.1 200") {
-		t.Fatal(status)
-	}
-	br.ReadString('\n')
+	c, br := openTunnel(t, gw.addr, fmt.Sprintf("127.0.0.1:%d", echo))
 	io.WriteString(c, "x")
 	b := make([]byte, 1)
 	io.ReadFull(br, b)
@@ -523,11 +498,7 @@ func TestBulkIntegrity(t *testing.T) {
 	}()
 	port := ln.Addr().(*net.TCPAddr).Port
 	gw := startGW(t, fmt.Sprintf("allowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: false}\n", port), nil)
-	c, br, status := rawConnect(t, gw.addr, fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", port))
-	if !strings.HasPrefix(status, "HTTP/1.1 200") {
-		t.Fatal(status)
-	}
-	br.ReadString('\n')
+	c, br := openTunnel(t, gw.addr, fmt.Sprintf("127.0.0.1:%d", port))
 	c.SetDeadline(time.Now().Add(60 * time.Second))
 	go func() { c.Write(up); c.(*net.TCPConn).CloseWrite() }()
 	got, err := io.ReadAll(br)

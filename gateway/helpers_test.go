@@ -298,6 +298,30 @@ func rawConnect(t *testing.T, proxy, request string) (net.Conn, *bufio.Reader, s
 	return c, br, strings.TrimRight(line, "\r\n")
 }
 
+// openTunnel sends CONNECT target, requires the 200 and reads past the blank
+// line after it, so that br holds only bytes from the tunnel.
+func openTunnel(t *testing.T, proxy, target string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, br, status := rawConnect(t, proxy, "CONNECT "+target+" HTTP/1.1\r\n\r\n")
+	if status != "HTTP/1.1 200 Connection established" {
+		t.Fatalf("CONNECT %s: %q", target, status)
+	}
+	br.ReadString('\n')
+	return c, br
+}
+
+// getVia fetches url through the proxy with a Go client and returns the body.
+func getVia(t *testing.T, proxy string, roots *x509.CertPool, url string) string {
+	t.Helper()
+	resp, err := proxyClient(proxy, roots).Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 func proxyClient(proxy string, roots *x509.CertPool) *http.Client {
 	return &http.Client{
 		Timeout: 10 * time.Second,

@@ -25,16 +25,10 @@ func TestRelayThroughSecondStoregate(t *testing.T) {
 			c.Resolver = mapResolver{}
 		})
 
-	resp, err := proxyClient(store.addr, pki.pool).Get(fmt.Sprintf("https://cloud.example:%d/", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(b) != "via regional" {
+	if b := getVia(t, store.addr, pki.pool, fmt.Sprintf("https://cloud.example:%d/", port)); b != "via regional" {
 		t.Fatalf("body %q", b)
 	}
-	e := store.rec.waitFor(t, events.ConnectReceived, map[string]string{"via": strings.TrimPrefix(regional.addr, "")})
+	e := store.rec.waitFor(t, events.ConnectReceived, map[string]string{events.KeyVia: regional.addr})
 	if e.fields[events.KeyBytesDown] == "0" {
 		t.Fatalf("store summary: %v", e.fields)
 	}
@@ -122,13 +116,7 @@ func TestRelayThroughTinyproxyWithBasicAuth(t *testing.T) {
 	os.WriteFile(pwFile, []byte(secret+"\n"), 0o600)
 
 	gw := startGW(t, fmt.Sprintf("allowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\nrelay_proxy: {address: \"http://%s\", username: store01, password_file: %q}\n", port, relay, pwFile), nil)
-	resp, err := proxyClient(gw.addr, pki.pool).Get(fmt.Sprintf("https://127.0.0.1:%d/", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(b) != "via tinyproxy" {
+	if b := getVia(t, gw.addr, pki.pool, fmt.Sprintf("https://127.0.0.1:%d/", port)); b != "via tinyproxy" {
 		t.Fatalf("body %q", b)
 	}
 

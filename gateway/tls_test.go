@@ -18,11 +18,7 @@ import (
 // tlsOverTunnel opens a CONNECT tunnel and runs a TLS client inside it.
 func tlsOverTunnel(t *testing.T, proxy, target string, cfg *tls.Config) (*tls.Conn, error) {
 	t.Helper()
-	c, br, status := rawConnect(t, proxy, "CONNECT "+target+" HTTP/1.1\r\n\r\n")
-	if status != "HTTP/1.1 200 Connection established" {
-		t.Fatalf("CONNECT %s: %q", target, status)
-	}
-	br.ReadString('\n')
+	c, _ := openTunnel(t, proxy, target)
 	tc := tls.Client(c, cfg)
 	tc.SetDeadline(time.Now().Add(10 * time.Second))
 	return tc, tc.Handshake()
@@ -163,13 +159,7 @@ func TestStoreToRegionalOverMutualTLS(t *testing.T) {
 			upstream, tlsAddr, crt, key, pki.caFile)
 	}
 	store := startGW(t, storePolicy(crt, key), func(c *Config) { c.Resolver = mapResolver{} })
-	resp, err := proxyClient(store.addr, pki.pool).Get(fmt.Sprintf("https://cloud.example:%d/", upstream))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(b) != "terminal -> store -> regional -> cloud" {
+	if b := getVia(t, store.addr, pki.pool, fmt.Sprintf("https://cloud.example:%d/", upstream)); b != "terminal -> store -> regional -> cloud" {
 		t.Fatalf("body %q", b)
 	}
 
