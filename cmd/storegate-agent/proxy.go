@@ -60,13 +60,7 @@ func runProxy(args []string, out, errw io.Writer) int {
 		}
 		pf := agentside.ProxyFiles{Root: *root, DryRun: *dry}
 		changes, err := pf.Set(agentside.ProxySettings{Gateway: gw, NoProxy: noProxy, Services: services, OMS: *oms, Profile: *profile})
-		printChanges(out, changes, *dry)
-		if err != nil {
-			fmt.Fprintln(errw, "storegate-agent proxy set:", err)
-			return 1
-		}
-		printNext(out, changes, *dry)
-		return 0
+		return report(out, errw, "set", changes, err, *dry)
 	case "show":
 		if fs.Parse(args[1:]) != nil {
 			return 2
@@ -93,13 +87,7 @@ func runProxy(args []string, out, errw io.Writer) int {
 			return 2
 		}
 		changes, err := agentside.ProxyFiles{Root: *root, DryRun: *dry}.Clear(services, *gateway)
-		printChanges(out, changes, *dry)
-		if err != nil {
-			fmt.Fprintln(errw, "storegate-agent proxy clear:", err)
-			return 1
-		}
-		printNext(out, changes, *dry)
-		return 0
+		return report(out, errw, "clear", changes, err, *dry)
 	case "help", "-h", "--help":
 		fmt.Fprint(out, proxyUsage)
 		return 0
@@ -138,10 +126,18 @@ func withCredentials(gateway, username, passwordFile string) (string, error) {
 	return u.String(), nil
 }
 
-func printChanges(out io.Writer, changes []agentside.Change, dry bool) {
+// report prints the changes of proxy set or clear (those made before an
+// error too), then the error or what to restart, and returns the exit code.
+func report(out, errw io.Writer, cmd string, changes []agentside.Change, err error, dry bool) int {
 	for _, c := range changes {
 		fmt.Fprintln(out, c.Line(dry))
 	}
+	if err != nil {
+		fmt.Fprintf(errw, "storegate-agent proxy %s: %v\n", cmd, err)
+		return 1
+	}
+	printNext(out, changes, dry)
+	return 0
 }
 
 // printNext says what to restart so the new setting is read.
