@@ -6,7 +6,7 @@ GOFLAGS  := -trimpath
 POLICY   ?=
 TESTFLAGS ?=
 
-.PHONY: all build run test test-deps bench bench-go lint fmt vet clean help
+.PHONY: all build run test test-deps bench bench-go lint clean help
 
 all: build
 
