@@ -91,8 +91,7 @@ func run(ctx context.Context, args []string, in io.Reader, out, errw io.Writer) 
 		if *method != "" {
 			h.Set("Storegate-Method", strings.ToUpper(*method))
 		}
-		c, err := agentside.New(agentside.Options{Gateway: *gateway, SpoolDir: *spoolDir,
-			HTTPClient: &http.Client{Timeout: *timeout, Transport: &http.Transport{Proxy: nil}}})
+		c, err := newClient(*gateway, *spoolDir, *timeout)
 		if err != nil {
 			fmt.Fprintln(errw, "storegate-agent send:", err)
 			return 1
@@ -146,9 +145,15 @@ func run(ctx context.Context, args []string, in io.Reader, out, errw io.Writer) 
 	}
 }
 
-func flushOnce(ctx context.Context, gateway, spoolDir string, timeout time.Duration, always bool, out, errw io.Writer) int {
-	c, err := agentside.New(agentside.Options{Gateway: gateway, SpoolDir: spoolDir,
+// newClient opens the client of send and flush. Requests go straight to the
+// gateway: it is the proxy, so none is used to reach it.
+func newClient(gateway, spoolDir string, timeout time.Duration) (*agentside.Client, error) {
+	return agentside.New(agentside.Options{Gateway: gateway, SpoolDir: spoolDir,
 		HTTPClient: &http.Client{Timeout: timeout, Transport: &http.Transport{Proxy: nil}}})
+}
+
+func flushOnce(ctx context.Context, gateway, spoolDir string, timeout time.Duration, always bool, out, errw io.Writer) int {
+	c, err := newClient(gateway, spoolDir, timeout)
 	if err != nil {
 		fmt.Fprintln(errw, "storegate-agent flush:", err)
 		return 1
