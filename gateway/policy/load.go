@@ -142,10 +142,8 @@ func Parse(data []byte, source string) (*File, error) {
 	es := f.validate()
 	// Zero means "default" inside the program, but a user who writes
 	// listen_port: 0 made a mistake, not a request for 8080.
-	for _, k := range []string{"listen_port"} {
-		if l := lineOfKey(lines, k); l > 0 && f.ListenPort == 0 {
-			es = append(es, &Error{Key: k, Line: l, Value: "0", Msg: "0 is out of range; valid: 1-65535"})
-		}
+	if l := lineOfKey(lines, "listen_port"); l > 0 && f.ListenPort == 0 {
+		es = append(es, &Error{Key: "listen_port", Line: l, Value: "0", Msg: "0 is out of range; valid: 1-65535"})
 	}
 	if len(es) > 0 {
 		for _, e := range es {
