@@ -1,7 +1,7 @@
 # Side-by-side benchmark: storegate against a direct connection, tinyproxy and
 # squid, all on loopback (build/bench). QUICK=1 for a short run (under a
-# minute: 33 s here, as build/bench/README.md says), REPS=N to change the repetitions (default 3), BENCH_FLAGS for the
-# rest (`go run ./build/bench -h`). Results: a table on stdout and JSON lines
+# minute; 33 s here), REPS=N to change the repetitions (default 3), BENCH_FLAGS
+# for the rest (`go run ./build/bench -h`). Results: a table on stdout and JSON lines
 # in build/out/bench-DATE.jsonl.
 BENCH_FLAGS ?=
 REPS        ?=
