@@ -14,25 +14,25 @@ import (
 
 // Defaults of the keys a policy may leave out. They suit a small store box.
 const (
-	DefaultListenAddress   = "0.0.0.0"
-	DefaultListenPort      = 8080
-	DefaultAdminAddress    = "127.0.0.1:8081"
-	DefaultHeaderTimeout   = 10 * time.Second
-	DefaultMaxHeaderBytes  = 16 << 10
-	DefaultMaxHeaders      = 64
-	DefaultDialTimeout     = 10 * time.Second
-	DefaultIdleTimeout     = 15 * time.Minute
-	DefaultMaxConns        = 4096
-	DefaultMaxConnsClient  = 256
-	DefaultShutdownGrace   = 10 * time.Second
-	DefaultSpoolDir        = "/var/lib/storegate/spool"
-	DefaultSpoolMaxBytes   = 256 << 20
-	DefaultSpoolMaxAge     = 72 * time.Hour
-	DefaultSpoolMaxMessage = 1 << 20
-	DefaultLinkHold        = 5 * time.Second
-	DefaultProbeInterval   = 30 * time.Second
-	DefaultHandshakeTimout = 10 * time.Second
-	DefaultBaud            = 115200
+	DefaultListenAddress    = "0.0.0.0"
+	DefaultListenPort       = 8080
+	DefaultAdminAddress     = "127.0.0.1:8081"
+	DefaultHeaderTimeout    = 10 * time.Second
+	DefaultMaxHeaderBytes   = 16 << 10
+	DefaultMaxHeaders       = 64
+	DefaultDialTimeout      = 10 * time.Second
+	DefaultIdleTimeout      = 15 * time.Minute
+	DefaultMaxConns         = 4096
+	DefaultMaxConnsClient   = 256
+	DefaultShutdownGrace    = 10 * time.Second
+	DefaultSpoolDir         = "/var/lib/storegate/spool"
+	DefaultSpoolMaxBytes    = 256 << 20
+	DefaultSpoolMaxAge      = 72 * time.Hour
+	DefaultSpoolMaxMessage  = 1 << 20
+	DefaultLinkHold         = 5 * time.Second
+	DefaultProbeInterval    = 30 * time.Second
+	DefaultHandshakeTimeout = tlspeek.DefaultTimeout
+	DefaultBaud             = 115200
 )
 
 func (f *File) validate() Errors {
@@ -273,7 +273,7 @@ func (f *File) fillDefaults() {
 		f.TLS.TLS13ClientCert = "refuse"
 	}
 	if f.TLS.HandshakeTimeout == 0 {
-		f.TLS.HandshakeTimeout = Duration(DefaultHandshakeTimout)
+		f.TLS.HandshakeTimeout = Duration(DefaultHandshakeTimeout)
 	}
 	if f.Spool.Dir == "" {
 		f.Spool.Dir = DefaultSpoolDir
