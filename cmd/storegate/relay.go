@@ -153,10 +153,8 @@ func relaySet(path string, c relayChange, s stdio) int {
 		}
 		set := func(key, v string) error {
 			old := str(key)
-			if old == v {
-				if _, ok := d.Get(key); ok || v == "" {
-					return nil
-				}
+			if old == v { // a missing key reads as "": nothing to clear
+				return nil
 			}
 			if err := d.Set(key, policy.StringNode(v)); err != nil {
 				return err
