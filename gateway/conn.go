@@ -65,6 +65,12 @@ func (cc *clientConn) closeBoth() {
 // read and returned before the tunnel starts, so an open tunnel holds none.
 var headBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
+// putHeadBuf gives a head buffer back, keeping what readHead grew it to.
+func putHeadBuf(bp *[]byte, buf []byte) {
+	*bp = buf[:0]
+	headBufs.Put(bp)
+}
+
 // track registers a new connection, enforcing the connection limits.
 func (s *Server) track(cc *clientConn, snap *policy.Snapshot) error {
 	lim := snap.File.Limits
@@ -129,8 +135,7 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 	bp := headBufs.Get().(*[]byte)
 	buf, n, err := readHead(cc.c, (*bp)[:0], int(lim.MaxHeaderBytes))
 	if err != nil {
-		*bp = buf[:0]
-		headBufs.Put(bp)
+		putHeadBuf(bp, buf)
 		var he *headError
 		if errors.As(err, &he) {
 			s.refuse(cc, "", err)
@@ -141,8 +146,7 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 	var h requestHead
 	if err := parseHead(buf[:n], lim.MaxHeaders, &h); err != nil {
 		s.refuse(cc, "", err)
-		*bp = buf[:0]
-		headBufs.Put(bp)
+		putHeadBuf(bp, buf)
 		_ = cc.c.Close()
 		return
 	}
@@ -167,8 +171,7 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 		early = append([]byte(nil), buf[n:]...) // bytes sent before the 200
 	}
 	// Nothing may point into buf after this.
-	*bp = buf[:0]
-	headBufs.Put(bp)
+	putHeadBuf(bp, buf)
 	if err != nil {
 		s.refuse(cc, target, err)
 		_ = cc.c.Close()

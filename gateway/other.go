@@ -23,16 +23,14 @@ func (s *Server) handleOther(cc *clientConn, h *requestHead, buf []byte, bp *[]b
 	}
 	if strings.HasPrefix(path, SpoolPrefix) || path == strings.TrimSuffix(SpoolPrefix, "/") {
 		replay := append([]byte(nil), buf...)
-		*bp = buf[:0]
-		headBufs.Put(bp)
+		putHeadBuf(bp, buf)
 		_ = cc.c.SetReadDeadline(time.Time{})
 		s.untrack(cc) // the spool's http.Server owns the connection from here
 		s.spoolConn(&replayConn{Conn: cc.c, pending: replay})
 		return
 	}
 	method := string(h.method)
-	*bp = buf[:0]
-	headBufs.Put(bp)
+	putHeadBuf(bp, buf)
 	s.refuseNotConnect(cc, method, path)
 }
 
