@@ -51,6 +51,7 @@ type Log struct {
 	catalog atomic.Pointer[Catalog] // nil: English
 	wake    chan struct{}
 	quit    chan struct{} // closed by Close: ends a rest early
+	onRest  func()        // tests: called as the writer starts a rest
 	done    chan struct{}
 }
 
@@ -193,6 +194,9 @@ func (l *Log) writer() {
 			l.remember(buf)
 			if rest != nil && !closed {
 				// Let the next events gather (see Options.Linger).
+				if l.onRest != nil {
+					l.onRest()
+				}
 				rest.Reset(l.linger)
 				select {
 				case <-rest.C:
