@@ -67,14 +67,6 @@ func (es Errors) Error() string {
 	return strings.Join(parts, "\n")
 }
 
-// First returns the first problem, for events that carry one key and line.
-func (es Errors) First() *Error {
-	if len(es) == 0 {
-		return nil
-	}
-	return es[0]
-}
-
 // LoadFile reads, decodes and validates a policy file.
 func LoadFile(path string) (*File, []byte, error) {
 	f, err := os.Open(path)
