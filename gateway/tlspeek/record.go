@@ -15,7 +15,6 @@ const (
 	msgCertificate        = 11
 	msgCertificateRequest = 13
 	msgServerHelloDone    = 14
-	msgClientKeyExchange  = 16
 )
 
 // maxRecordBody is the largest record body TLS allows on the wire: 2^14 of
