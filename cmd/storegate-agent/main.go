@@ -39,10 +39,11 @@ A message the gateway cannot take now is kept in --spool (default `+defaultSpool
 `)
 }
 
-type headerFlags []string
+// listFlag collects a repeatable flag's values (--header, --service, --no-proxy).
+type listFlag []string
 
-func (h *headerFlags) String() string     { return strings.Join(*h, ", ") }
-func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func run(ctx context.Context, args []string, in io.Reader, out, errw io.Writer) int {
 	if len(args) == 0 {
@@ -59,7 +60,7 @@ func run(ctx context.Context, args []string, in io.Reader, out, errw io.Writer) 
 		to := fs.String("to", "", "destination URL, https://host[:port]/path?query")
 		file := fs.String("file", "", "file with the body, - for standard input")
 		method := fs.String("method", "", "delivery method: POST (default), PUT or PATCH")
-		var headers headerFlags
+		var headers listFlag
 		fs.Var(&headers, "header", "header to deliver, 'Name: value' (repeatable)")
 		if fs.Parse(args[1:]) != nil {
 			return 2

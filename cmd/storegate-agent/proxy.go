@@ -21,11 +21,6 @@ that agent is installed) and /etc/profile.d/storegate-proxy.sh; clear without --
 removes all of them (proxy.conf only when it points at the gateway).
 `
 
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
 func runProxy(args []string, out, errw io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(errw, proxyUsage)
