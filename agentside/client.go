@@ -1,7 +1,9 @@
 // Package agentside is what runs on the terminals: a client that hands
 // messages to the store gateway's spool and keeps them in a local on-disk
-// spool while the gateway cannot be reached. It never imports the gateway's
-// server code, so the terminal binary stays small.
+// spool while the gateway cannot be reached, the proxy setting written for
+// systemd services, login shells and the Log Analytics agent, and a check of
+// the path through the gateway. It never imports the gateway's server code,
+// so the terminal binary stays small.
 package agentside
 
 import (

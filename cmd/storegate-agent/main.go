@@ -1,6 +1,7 @@
 // Command storegate-agent hands messages from scripts on a terminal to the
 // store gateway's spool, keeping them in a local spool while the gateway
-// cannot be reached. Behaviour lives in package agentside.
+// cannot be reached; it also writes the terminal's proxy setting and checks
+// the path through the gateway. Behaviour lives in package agentside.
 package main
 
 import (
