@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,9 +223,14 @@ func TestReloaderSummaryAndRefusal(t *testing.T) {
 		t.Fatalf("refusal: %q, failed %v", last, failed)
 	}
 	// Apply's refusal (a port in use) is a refusal too, naming the key.
-	r.Apply = func(*Snapshot) error { return os.ErrPermission }
+	r.Apply = func(*Snapshot) error {
+		return errors.New("listen_port: cannot listen on :8081: address already in use")
+	}
 	v3 := []byte("version: 1\nlisten_port: 8081\n")
 	if err := r.Reload(v3, sumOf(v3)); err == nil || len(failed) != 2 {
 		t.Fatal("Apply's error not reported")
+	}
+	if last := rec.evs[len(rec.evs)-1]; !strings.HasPrefix(last, "4 ") || !strings.Contains(last, "key=listen_port") {
+		t.Fatalf("Apply's refusal: %q", last)
 	}
 }
