@@ -279,7 +279,11 @@ func (s *Spool) deadLetter(e *entry, oq *originQueue, raw []byte, dest string, s
 	if dest == "" {
 		dest = e.origin
 	}
-	if err := s.writeDead(e.id.String(), dest, status, reason, raw); err != nil {
+	attempts := e.attempts // the failed tries before this one
+	if status != 0 {
+		attempts++ // this one reached the receiver, which refused it
+	}
+	if err := s.writeDead(e.id.String(), dest, status, attempts, reason, raw); err != nil {
 		s.retry(e, oq, "cannot write dead letter: "+err.Error(), 0)
 		return
 	}
@@ -293,7 +297,7 @@ func (s *Spool) deadLetter(e *entry, oq *originQueue, raw []byte, dest string, s
 	}
 }
 
-func (s *Spool) writeDead(id, dest string, status int, reason string, raw []byte) error {
+func (s *Spool) writeDead(id, dest string, status, attempts int, reason string, raw []byte) error {
 	dir := s.deadDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -303,7 +307,7 @@ func (s *Spool) writeDead(id, dest string, status int, reason string, raw []byte
 			return err
 		}
 	}
-	rec, _ := json.Marshal(DeadLetter{ID: id, Destination: dest, Status: status, Reason: reason, At: s.opts.Now()})
+	rec, _ := json.Marshal(DeadLetter{ID: id, Destination: dest, Status: status, Reason: reason, Attempts: attempts, At: s.opts.Now()})
 	return queue.WriteFileDurable(dir, id+".json", rec)
 }
 

@@ -331,7 +331,7 @@ func (s *Spool) open() {
 	for _, pos := range undecodable {
 		if raw, err := lg.ReadAt(pos); err == nil {
 			id := fmt.Sprintf("undecodable-%d-%d", pos.Seg, pos.Off)
-			s.writeDead(id, "", 0, "record could not be decoded", raw)
+			s.writeDead(id, "", 0, 0, "record could not be decoded", raw)
 		}
 		lg.Ack(pos)
 		s.emit(events.OtherError, "spool recovery: a record could not be decoded; kept as a dead letter",

@@ -366,6 +366,9 @@ func TestRetryAndDeadLetter(t *testing.T) {
 	if len(dl.DeadLetters) != 1 || dl.DeadLetters[0].ID != bad {
 		t.Fatalf("dead letters %+v", dl)
 	}
+	if dl.DeadLetters[0].Attempts != 1 { // refused on its first try
+		t.Fatalf("dead letter attempts %d, want 1", dl.DeadLetters[0].Attempts)
+	}
 	if _, err := os.Stat(filepath.Join(f.sp.opts.Dir, "dead", bad+".msg")); err != nil {
 		t.Fatal("dead letter payload not kept:", err)
 	}
