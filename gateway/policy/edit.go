@@ -149,19 +149,15 @@ func (d *Doc) Append(key, item string, same func(a, b string) bool) (bool, error
 		}
 		added = true
 		node := StringNode(item)
-		if len(seq.Content) == 0 {
-			start, end, err := sp.span(seq)
-			seq.Content = append(seq.Content, node)
-			if err != nil {
-				return nil, err
+		var last *yaml.Node
+		if n := len(seq.Content); n > 0 {
+			last = seq.Content[n-1]
+			if last.Kind == yaml.ScalarNode && last.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+				node.Style = last.Style // quote like the entries before it
 			}
-			return []textEdit{{start, end, renderInline(seq)}}, nil
 		}
-		last := seq.Content[len(seq.Content)-1]
-		if last.Kind == yaml.ScalarNode && last.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
-			node.Style = last.Style // quote like the entries before it
-		}
-		if seq.Style&yaml.FlowStyle != 0 {
+		if last == nil || seq.Style&yaml.FlowStyle != 0 {
+			// An empty list or a flow list is rewritten whole, inline.
 			start, end, err := sp.span(seq)
 			seq.Content = append(seq.Content, node)
 			if err != nil {
