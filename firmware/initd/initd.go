@@ -344,9 +344,11 @@ func (g *gateway) run(ctx context.Context) error {
 	args := []string{"run", "--policy", g.policy}
 	// The policy's console.device (a USB-serial adapter, say) wins; else
 	// the console runs on the image's serial port.
-	if b, err := os.ReadFile(g.policy); (err != nil || ConsoleDevice(b) == "") && r.cfg.Console != "" {
+	b, err := os.ReadFile(g.policy)
+	if (err != nil || ConsoleDevice(b) == "") && r.cfg.Console != "" {
 		args = append(args, "--console", r.cfg.Console)
 	}
+	wait := StopWait(b)
 	cmd := exec.Command(r.cfg.Gateway, args...)
 	cmd.Env = []string{"PATH=/bin:/sbin", "HOME=/", "STOREGATE_POLICY=" + g.policy, "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"}
 	cmd.Stdout, cmd.Stderr = g.log, g.log
@@ -363,7 +365,7 @@ func (g *gateway) run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	_ = cmd.Process.Signal(unix.SIGTERM)
-	t := time.NewTimer(15 * time.Second)
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case err := <-done:
@@ -371,7 +373,7 @@ func (g *gateway) run(ctx context.Context) error {
 		return err
 	case <-t.C:
 		_ = cmd.Process.Kill()
-		r.logf("gateway did not stop within 15s: killed")
+		r.logf("gateway did not stop within %s: killed", wait)
 		return <-done
 	}
 }

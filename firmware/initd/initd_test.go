@@ -279,3 +279,17 @@ func TestConsoleDevice(t *testing.T) {
 		}
 	}
 }
+
+func TestStopWait(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"limits: {shutdown_grace: 45s}\n":  50 * time.Second,
+		"limits:\n  shutdown_grace: 2m\n":  125 * time.Second,
+		"version: 1\n":                     15 * time.Second,
+		"limits: {shutdown_grace: soon}\n": 15 * time.Second,
+		"limits: [broken\n":                15 * time.Second,
+	} {
+		if got := StopWait([]byte(in)); got != want {
+			t.Errorf("StopWait(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

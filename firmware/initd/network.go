@@ -61,6 +61,25 @@ func ConsoleDevice(policy []byte) string {
 	return strings.TrimSpace(doc.Console.Device)
 }
 
+// StopWait is how long init gives the gateway to stop after SIGTERM before
+// killing it: the policy's limits.shutdown_grace, which the gateway spends
+// draining open tunnels (10 s when unset or unreadable, as in the gateway),
+// plus 5 s to cut the rest and exit.
+func StopWait(policy []byte) time.Duration {
+	grace := 10 * time.Second
+	var doc struct {
+		Limits struct {
+			ShutdownGrace string `yaml:"shutdown_grace"`
+		} `yaml:"limits"`
+	}
+	if yaml.Unmarshal(policy, &doc) == nil {
+		if d, err := time.ParseDuration(strings.TrimSpace(doc.Limits.ShutdownGrace)); err == nil && d > 0 {
+			grace = d
+		}
+	}
+	return grace + 5*time.Second
+}
+
 // UseDHCP reports whether the box asks DHCP (dhcp: true or unset).
 func (n Network) UseDHCP() bool { return n.DHCP == nil || *n.DHCP }
 
