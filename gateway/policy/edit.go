@@ -48,13 +48,15 @@ func (d *Doc) Bytes() []byte { return bytes.Clone(d.src) }
 // Reformatted reports whether an edit had to re-encode the whole document.
 func (d *Doc) Reformatted() bool { return d.reformatted }
 
+// parseMapping parses data into a node tree whose document is a mapping, as
+// both a policy and a document to edit must be.
 func parseMapping(data []byte, source string) (*yaml.Node, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, Errors{yamlError(err, source, nil)}
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		return nil, &Error{File: source, Line: 1, Msg: "a policy is a YAML mapping of keys (version: 1, listen_port: ..., ...)"}
+		return nil, Errors{{File: source, Line: 1, Msg: "a policy is a YAML mapping of keys (version: 1, listen_port: ..., ...)"}}
 	}
 	return &doc, nil
 }

@@ -100,12 +100,9 @@ func Parse(data []byte, source string) (*File, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, Errors{{File: source, Msg: "file is empty; start from `storegate policy default`"}}
 	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, Errors{yamlError(err, source, nil)}
-	}
-	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
-		return nil, Errors{{File: source, Line: 1, Msg: "a policy is a YAML mapping of keys (version: 1, listen_port: ..., ...)"}}
+	root, err := parseMapping(data, source)
+	if err != nil {
+		return nil, err
 	}
 	lines := keyLines(root.Content[0], "", map[int]string{})
 
