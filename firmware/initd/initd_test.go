@@ -293,3 +293,26 @@ func TestStopWait(t *testing.T) {
 		}
 	}
 }
+
+func TestCopyFileReplacesWhole(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "default.yaml"), filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(src, []byte("version: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyFile(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(dst); err != nil || string(b) != "version: 1\n" {
+		t.Fatalf("dst = %q, %v", b, err)
+	}
+	if _, err := os.Stat(dst + ".tmp"); !os.IsNotExist(err) {
+		t.Fatalf("temporary file left behind: %v", err)
+	}
+	if err := copyFile(filepath.Join(dir, "missing"), dst); err == nil {
+		t.Fatal("copying a missing file succeeded")
+	}
+}
