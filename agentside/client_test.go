@@ -203,7 +203,8 @@ func TestNoLocalSpool(t *testing.T) {
 }
 
 // TestNoServerDependency keeps the proxy server out of the terminal binary:
-// agentside and storegate-agent may use only the spool's queue package.
+// agentside and storegate-agent may use only the spool's queue package and
+// the standard-library-only internal/durable.
 func TestNoServerDependency(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", ".", "../cmd/storegate-agent").CombinedOutput()
 	if err != nil {
@@ -212,6 +213,7 @@ func TestNoServerDependency(t *testing.T) {
 	allowed := map[string]bool{
 		"github.com/storegate/storegate/agentside":           true,
 		"github.com/storegate/storegate/gateway/spool/queue": true,
+		"github.com/storegate/storegate/internal/durable":    true,
 		"github.com/storegate/storegate/cmd/storegate-agent": true,
 	}
 	for _, p := range strings.Fields(string(out)) {

@@ -4,7 +4,6 @@ package agentside
 
 import (
 	"io/fs"
-	"os"
 	"syscall"
 )
 
@@ -15,14 +14,4 @@ func fileOwner(st fs.FileInfo) (uid, gid int, ok bool) {
 		return -1, -1, false
 	}
 	return int(s.Uid), int(s.Gid), true
-}
-
-// syncDir makes a rename or removal in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/storegate/storegate/internal/durable"
 )
 
 // Where the proxy setting is written on a terminal (paths as on the target
@@ -407,7 +409,7 @@ func writeFileAtomic(path string, data []byte, mode fs.FileMode, uid, gid int, c
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return durable.SyncDir(dir)
 }
 
 // ProxyFile is one proxy setting file as found, credentials masked.
@@ -538,7 +540,7 @@ func (f ProxyFiles) remove(p string) error {
 		_ = os.Remove(dir) // only if empty: other drop-ins stay
 		dir = filepath.Dir(dir)
 	}
-	return syncDir(dir)
+	return durable.SyncDir(dir)
 }
 
 // ManagedProxyHost reads the gateway's host:port back from a file this

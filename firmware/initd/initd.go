@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/storegate/storegate/firmware/kmod"
+	"github.com/storegate/storegate/internal/durable"
 )
 
 // Action is how the box ends: reboot or power off.
@@ -303,31 +304,8 @@ func copyFile(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	tmp := dst + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(dst))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	name := filepath.Base(dst)
+	return durable.WriteFile(filepath.Dir(dst), name, name+".tmp", b, 0o644)
 }
 
 // gateway runs storegate once per call, its events going to a capped log

@@ -25,13 +25,3 @@ func keepOwner(f *os.File, old fs.FileInfo) error {
 	}
 	return err
 }
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}

@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/storegate/storegate/internal/durable"
 )
 
 // WriteFileAtomic replaces the file at path with data so that a reader (the
@@ -61,5 +63,5 @@ func WriteFileAtomic(path string, data []byte, newMode fs.FileMode) error {
 		return err
 	}
 	done = true
-	return syncDir(dir)
+	return durable.SyncDir(dir)
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/storegate/storegate/internal/durable"
 )
 
 // Options tune a Log. The zero value is usable.
@@ -332,7 +334,7 @@ func (l *Log) openActive() error {
 		err = syncData(f)
 	}
 	if err == nil {
-		err = syncDir(l.dir)
+		err = durable.SyncDir(l.dir)
 	}
 	s := &segment{num: num, size: segHeaderLen}
 	if err == nil {
@@ -362,7 +364,7 @@ func (l *Log) writeMetaLocked(limits map[uint64]int64) error {
 		m.Live = append(m.Live, n)
 	}
 	data := m.encode()
-	err := writeFileDurable(l.dir, metaName, metaTmpName, data)
+	err := durable.WriteFile(l.dir, metaName, metaTmpName, data, 0o600)
 	if err == nil {
 		l.metaDirty = false
 		l.stats.Syncs += 2

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/storegate/storegate/internal/durable"
 )
 
 // The metadata file "meta" names the live segments. It changes only when a
@@ -131,47 +131,8 @@ func parseMeta(b []byte) (meta, error) {
 	return m, nil
 }
 
-// writeFileDurable replaces dir/name with data: temp file, fsync, rename,
-// fsync of the directory. A crash leaves either the old or the new file.
-func writeFileDurable(dir, name, tmpName string, data []byte) error {
-	tmp := filepath.Join(dir, tmpName)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
-
-// WriteFileDurable is writeFileDurable for other parts of the spool (dead
-// letters): the file is complete and on disk, or absent, after a crash.
+// WriteFileDurable is for other parts of the spool (dead letters): the file
+// is complete and on disk, or absent, after a crash.
 func WriteFileDurable(dir, name string, data []byte) error {
-	return writeFileDurable(dir, name, name+".tmp", data)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = syncDirFile(d)
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return durable.WriteFile(dir, name, name+".tmp", data, 0o600)
 }

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/storegate/storegate/internal/durable"
 )
 
 // Crash recovery. Open runs this on every start; `storegate spool check` runs
@@ -251,7 +253,7 @@ func recoverDir(dir string, fix bool, maxSeg int64, fn func(Pos, []byte)) (*Repo
 		for n := range st.segs {
 			mm.Live = append(mm.Live, n)
 		}
-		if err := writeFileDurable(dir, metaName, metaTmpName, mm.encode()); err == nil {
+		if err := durable.WriteFile(dir, metaName, metaTmpName, mm.encode(), 0o600); err == nil {
 			for _, n := range deleted {
 				os.Remove(filepath.Join(dir, segName(n)))
 				os.Remove(filepath.Join(dir, ackName(n)))
@@ -338,7 +340,7 @@ func quarantine(dir, name string, data []byte) {
 	if _, err := os.Stat(filepath.Join(q, name)); err == nil {
 		return
 	}
-	writeFileDurable(q, name, name+".tmp", data)
+	durable.WriteFile(q, name, name+".tmp", data, 0o600)
 }
 
 // checkMaxSegment is the largest segment file Check reads; Open uses

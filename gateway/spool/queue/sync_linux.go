@@ -16,8 +16,6 @@ func syncData(f *os.File) error {
 	}
 }
 
-func syncDirFile(d *os.File) error { return d.Sync() }
-
 // lockDir takes an exclusive advisory lock on dir/lock so two processes never
 // write one spool; the kernel drops it when the process dies, even by SIGKILL.
 func lockDir(dir string) (release func(), err error) {
