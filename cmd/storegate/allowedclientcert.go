@@ -61,7 +61,7 @@ func cmdAllowedClientCert(_ context.Context, args []string, s stdio) int {
 			for _, sub := range subjects {
 				sub = strings.TrimSpace(sub)
 				if add {
-					added, err := d.Append("allowed_client_certificates", sub, sameSubject)
+					added, err := d.Append("allowed_client_certificates", sub, tlspeek.SameSubject)
 					if err != nil {
 						return nil, err
 					}
@@ -72,7 +72,7 @@ func cmdAllowedClientCert(_ context.Context, args []string, s stdio) int {
 					}
 					continue
 				}
-				removed, err := d.Remove("allowed_client_certificates", func(x string) bool { return sameSubject(x, sub) })
+				removed, err := d.Remove("allowed_client_certificates", func(x string) bool { return tlspeek.SameSubject(x, sub) })
 				if err != nil {
 					return nil, err
 				}
@@ -85,17 +85,4 @@ func cmdAllowedClientCert(_ context.Context, args []string, s stdio) int {
 		}, nil)
 	}
 	return usage()
-}
-
-// sameSubject compares distinguished names ignoring case and the spaces
-// around separators ("CN=a, O=b" is "cn=a,o=b").
-func sameSubject(a, b string) bool { return normSubject(a) == normSubject(b) }
-
-func normSubject(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		k, v, _ := strings.Cut(p, "=")
-		parts[i] = strings.ToLower(strings.TrimSpace(k)) + "=" + strings.ToLower(strings.TrimSpace(v))
-	}
-	return strings.Join(parts, ",")
 }

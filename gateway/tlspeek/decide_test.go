@@ -65,6 +65,28 @@ func TestSubjects(t *testing.T) {
 	}
 }
 
+// SameSubject finds entries equal exactly when they allow the same
+// certificates: the commands that edit allowed_client_certificates use it.
+func TestSameSubject(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		same bool
+	}{
+		{"CN=pos-0001,O=Contoso", "cn=POS-0001, o=contoso", true},
+		{"CN=pos-0001,O=Contoso", "O=Contoso,CN=pos-0001", true}, // Match accepts either order
+		{"/CN=pos-0001/O=Contoso", "CN=pos-0001,O=Contoso", true},
+		{"CN=a\\,b,O=x", "CN=a\\,b, O=x", true}, // an escaped comma is part of the value
+		{"CN=a\\,b,O=x", "CN=a,B=b,O=x", false},
+		{"pos-0001", "POS-0001", true},
+		{"pos-0001", "CN=pos-0001", false}, // a bare CN is not a one-attribute DN entry
+		{"CN=pos-0001,O=Contoso", "CN=pos-0002,O=Contoso", false},
+	} {
+		if got := SameSubject(c.a, c.b); got != c.same {
+			t.Errorf("SameSubject(%q, %q) = %v, want %v", c.a, c.b, got, c.same)
+		}
+	}
+}
+
 func TestParseSubjectsErrors(t *testing.T) {
 	for _, bad := range []string{"", "  ", "=x", "FOO=bar", "CN=a,", `CN=a\`, "CN=#zz", "CN=a,,O=b"} {
 		if _, err := ParseSubjects([]string{"CN=ok", bad}); err == nil {

@@ -83,6 +83,24 @@ func (s *Subjects) Match(cert *ClientCert) (string, bool) {
 	return "", false
 }
 
+// SameSubject reports whether two allowed-subject entries allow the same
+// certificates, compared as Match compares: bare common names ignoring case,
+// DNs attribute by attribute (canonical types, unescaped values, case and the
+// spaces around separators ignored, in either order). An entry that does not
+// parse is compared as text, ignoring case and surrounding spaces.
+func SameSubject(a, b string) bool {
+	x, errA := ParseSubjects([]string{a})
+	y, errB := ParseSubjects([]string{b})
+	if errA != nil || errB != nil {
+		return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
+	}
+	ex, ey := x.entries[0], y.entries[0]
+	if ex.cn != "" || ey.cn != "" {
+		return ex.cn == ey.cn
+	}
+	return equalDN(ex.dn, ey.dn, false) || equalDN(ex.dn, ey.dn, true)
+}
+
 func equalDN(a, b []rdn, reversed bool) bool {
 	if len(a) != len(b) {
 		return false
