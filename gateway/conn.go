@@ -312,7 +312,7 @@ func (s *Server) tlsHandshake(cc *clientConn, snap *policy.Snapshot) error {
 	if st := tc.ConnectionState(); len(st.PeerCertificates) > 0 {
 		crt := st.PeerCertificates[0]
 		subj := snap.ClientSubjects()
-		seen := &tlspeek.ClientCert{Subject: crt.Subject.String(), CommonName: crt.Subject.CommonName, Issuer: crt.Issuer.String()}
+		seen := tlspeek.ClientCertOf(crt) // the same form the in-tunnel check compares
 		if _, ok := subj.Match(seen); subj.Len() > 0 && !ok {
 			s.stats.rejections.Add(1)
 			s.countRefusal("tls listener: client certificate")

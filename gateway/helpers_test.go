@@ -176,10 +176,17 @@ var serial int64 = 100
 
 func (p *testPKI) issue(t *testing.T, subj pkix.Name, names []string, client bool) (tls.Certificate, string, string) {
 	t.Helper()
+	return p.issueRaw(t, subj, nil, names, client)
+}
+
+// issueRaw is issue with the subject given as DER (rawSubject), when it
+// needs what pkix.Name cannot say, such as a multi-valued RDN.
+func (p *testPKI) issueRaw(t *testing.T, subj pkix.Name, rawSubject []byte, names []string, client bool) (tls.Certificate, string, string) {
+	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	serial++
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: subj,
+		SerialNumber: big.NewInt(serial), Subject: subj, RawSubject: rawSubject,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature,
 	}

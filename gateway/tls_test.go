@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/tls"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"fmt"
 	"io"
 	"net"
@@ -99,7 +100,7 @@ tls_listener: {port: %d, cert_file: %q, key_file: %q, client_ca_file: %q}
 func TestTLSListenerWithClientCertificates(t *testing.T) {
 	pki := newPKI(t, "127.0.0.1", "cloud.example")
 	upstream := tlsUpstream(t, pki, "through the HTTPS proxy")
-	gw, tlsAddr := regionalGW(t, pki, upstream, `"CN=store-0001,O=Contoso"`)
+	gw, tlsAddr := regionalGW(t, pki, upstream, `"CN=store-0001,O=Contoso", "CN=store-0002+OU=tills,O=Contoso"`)
 	good, goodCrt, goodKey := pki.issue(t, pkix.Name{CommonName: "store-0001", Organization: []string{"Contoso"}}, nil, true)
 	bad, _, _ := pki.issue(t, pkix.Name{CommonName: "intruder", Organization: []string{"Contoso"}}, nil, true)
 
@@ -121,6 +122,19 @@ func TestTLSListenerWithClientCertificates(t *testing.T) {
 	}
 	if body, err := get(&good); err != nil || body != "through the HTTPS proxy" {
 		t.Fatalf("allowed store: %q %v", body, err)
+	}
+	// A multi-valued RDN (CN and OU in one RDN) is compared as written, as
+	// in a tunnel, not as pkix.Name flattens it.
+	multiDN, err := asn1.Marshal(pkix.RDNSequence{
+		{{Type: asn1.ObjectIdentifier{2, 5, 4, 10}, Value: "Contoso"}},
+		{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "store-0002"}, {Type: asn1.ObjectIdentifier{2, 5, 4, 11}, Value: "tills"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	multi, _, _ := pki.issueRaw(t, pkix.Name{}, multiDN, nil, true)
+	if body, err := get(&multi); err != nil || body != "through the HTTPS proxy" {
+		t.Fatalf("allowed store with a multi-valued RDN: %q %v", body, err)
 	}
 	if _, err := get(&bad); err == nil {
 		t.Fatal("a certificate with a subject not on the list got through")

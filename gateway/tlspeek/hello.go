@@ -241,6 +241,12 @@ func parseCertificate(body []byte) (*ClientCert, bool) {
 	if err != nil {
 		return nil, false
 	}
+	return ClientCertOf(cert), true
+}
+
+// ClientCertOf describes a certificate as Subjects.Match compares it, for a
+// caller that has the certificate itself (the TLS listener's handshake).
+func ClientCertOf(cert *x509.Certificate) *ClientCert {
 	// The raw RDN sequence keeps multi-valued RDNs ("CN=a+OU=b") that
 	// pkix.Name flattens; both print in RFC 4514 form.
 	subject := cert.Subject.String()
@@ -252,5 +258,5 @@ func parseCertificate(body []byte) (*ClientCert, bool) {
 		Subject:    subject,
 		CommonName: cert.Subject.CommonName,
 		Issuer:     cert.Issuer.String(),
-	}, true
+	}
 }
