@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -43,9 +42,7 @@ func (s *Server) inspect(cc *clientConn, up net.Conn, snap *policy.Snapshot, hos
 			return nil
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
-	res, err := tlspeek.InspectContext(ctx, cc.c, up, cfg)
-	cancel()
+	res, err := tlspeek.Inspect(cc.c, up, cfg) // cfg.Timeout bounds it: no context, timer or watcher per tunnel
 	target := net.JoinHostPort(host, strconv.Itoa(port))
 	var d tlspeek.Decision
 	if err != nil {
