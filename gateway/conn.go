@@ -288,6 +288,24 @@ func (s *Server) connect(cc *clientConn, snap *policy.Snapshot, host string, por
 		}
 		t.upBytes = int64(len(early))
 	}
+	if pc, ok := t.up.(*prefixConn); ok {
+		// The relay sent tunnel bytes along with its 200 (a server that
+		// speaks first). Hand the client what is left of them, then copy
+		// between the bare connections: that path splices, and the idle
+		// sweeper can read the socket's TCP_INFO.
+		if rest := pc.buffered(); len(rest) > 0 {
+			if _, err := cc.c.Write(rest); err != nil {
+				cc.closeBoth()
+				return false
+			}
+			t.downBytes += int64(len(rest))
+		}
+		t.up = pc.Conn
+		if !cc.setTunnel(t.up, host, port) {
+			cc.closeBoth()
+			return false
+		}
+	}
 	s.startTunnel(t)
 	return true
 }

@@ -273,6 +273,17 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 	return p.Conn.Read(b)
 }
 
+// buffered returns the bytes read but not yet consumed and drops them from
+// the buffer; the slice is valid until the next Read.
+func (p *prefixConn) buffered() []byte {
+	if p.r == nil {
+		return nil
+	}
+	b, _ := p.r.Peek(p.r.Buffered())
+	p.r = nil
+	return b
+}
+
 // CloseWrite half-closes the underlying connection when it supports it.
 func (p *prefixConn) CloseWrite() error { return closeWrite(p.Conn) }
 

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -145,5 +146,49 @@ func TestRelayThroughTinyproxyWithBasicAuth(t *testing.T) {
 		if strings.Contains(st, secret) || strings.Contains(st, "wrong-password") || !strings.Contains(st, "password ****") {
 			t.Errorf("status leaks or does not mask the password: %s", st)
 		}
+	}
+}
+
+// TestRelayBytesWithItsAnswer: a relay whose 200 arrives in the same segment
+// as the first tunnel bytes (the server spoke first). The client gets them
+// right after the 200, the tunnel carries data both ways, and it is still an
+// ordinary socket tunnel: the idle sweeper closes it once nothing moves.
+func TestRelayBytesWithItsAnswer(t *testing.T) {
+	relay := serve(t, loopback(t), func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\nhello from the server\n")
+		io.Copy(c, br)
+	})
+	gw := startGW(t, fmt.Sprintf("allowed_hosts: [cloud.example]\nallowed_ports: [443]\ntls: {inspect: false}\nlimits: {idle_timeout: 300ms}\nrelay_proxy: {address: \"http://127.0.0.1:%d\"}\n", relay),
+		func(c *Config) { c.Resolver = mapResolver{} })
+	c, br := openTunnel(t, gw.addr, "cloud.example:443")
+	if line, err := br.ReadString('\n'); err != nil || line != "hello from the server\n" {
+		t.Fatalf("first tunnel bytes %q, %v", line, err)
+	}
+	io.WriteString(c, "ping\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
+		t.Fatalf("echo %q, %v", line, err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("read data from an idle tunnel")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("idle tunnel through the relay was not closed")
+	}
+	gw.rec.waitFor(t, events.Info, nil)
+	e := gw.rec.waitFor(t, events.ConnectReceived, map[string]string{events.KeyDecision: "allowed"})
+	if e.fields[events.KeyBytesDown] != "27" {
+		t.Fatalf("bytes down %s, want 27 (22 sent with the 200, 5 echoed): %v", e.fields[events.KeyBytesDown], e.fields)
 	}
 }

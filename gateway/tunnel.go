@@ -50,7 +50,7 @@ func (s *Server) copyHalf(t *tunnel, upward bool) {
 	}
 	n, err, handled := spliceCopy(dst, src)
 	if !handled {
-		n, err = io.Copy(dst, src) // TLS listener, relay with buffered bytes
+		n, err = io.Copy(dst, src) // TLS listener, TLS relay
 	}
 	if err != nil {
 		t.cc.closeBoth()
