@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/storegate/storegate/device/console"
@@ -21,6 +22,9 @@ type storeForward struct {
 	log   *events.Log // nil in tests that pass another Emitter
 	link  *link.Tracker
 	spool *spool.Spool // nil when spool.disabled
+
+	mu     sync.Mutex
+	probed string // the probe's target under the policy last applied
 }
 
 // newStoreForward builds the tracker and the spool from the policy. srv is
@@ -40,22 +44,23 @@ func newStoreForward(snap *policy.Snapshot, srv func() *gateway.Server, log even
 		return srv().DialUpstream(ctx, host, p)
 	}
 	lo := link.Options{Events: log, ProbeInterval: f.Link.ProbeInterval.D(), Hold: f.Link.Hold.D()}
-	// The probe checks the first hop: the relay when there is one (that is
-	// where an outage shows), else the policy's probe host.
-	var plain net.Dialer
-	switch {
-	case f.RelayProxy.Address != "":
-		if u, err := url.Parse(f.RelayProxy.Address); err == nil {
-			lo.Probe = link.DialProbe(plain.DialContext, u.Host)
+	// The probe reads its target from the policy in force at each probe, so
+	// a reload that moves the store to another relay probes the new one.
+	current := func() *policy.Snapshot {
+		if s := srv(); s != nil {
+			return s.Policy()
 		}
-	case f.Link.ProbeHost != "":
-		addr := f.Link.ProbeHost
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			addr = net.JoinHostPort(addr, "443")
-		}
-		lo.Probe = link.DialProbe(plain.DialContext, addr)
+		return snap
 	}
-	sf := &storeForward{link: link.New(lo)}
+	var plain net.Dialer
+	lo.Probe = func(ctx context.Context) error {
+		addr := probeTarget(current().File)
+		if addr == "" {
+			return link.ErrNoTarget
+		}
+		return link.DialProbe(plain.DialContext, addr)(ctx)
+	}
+	sf := &storeForward{link: link.New(lo), probed: probeTarget(f)}
 	sf.log, _ = log.(*events.Log)
 	if f.Spool.Disabled {
 		return sf, nil
@@ -78,6 +83,25 @@ func newStoreForward(snap *policy.Snapshot, srv func() *gateway.Server, log even
 	}
 	sf.spool = sp
 	return sf, nil
+}
+
+// probeTarget is what the link probe dials: the first hop, i.e. the relay
+// when there is one (that is where an outage shows), else link.probe_host
+// (port 443 unless it names one); "" when the policy names neither.
+func probeTarget(f *policy.File) string {
+	switch {
+	case f.RelayProxy.Address != "":
+		if u, err := url.Parse(f.RelayProxy.Address); err == nil {
+			return u.Host
+		}
+	case f.Link.ProbeHost != "":
+		addr := f.Link.ProbeHost
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			addr = net.JoinHostPort(addr, "443")
+		}
+		return addr
+	}
+	return ""
 }
 
 func spoolLimits(snap *policy.Snapshot) spool.Limits {
@@ -113,6 +137,17 @@ func (sf *storeForward) gatewayConfig(cfg *gateway.Config) {
 		}
 		if sf.spool != nil {
 			_ = sf.spool.SetLimits(spoolLimits(snap))
+		}
+		sf.link.SetTiming(snap.File.Link.ProbeInterval.D(), snap.File.Link.Hold.D())
+		// A new first hop: what the probe found about the old one (an
+		// outage, say, of a relay being retired) says nothing about it.
+		target := probeTarget(snap.File)
+		sf.mu.Lock()
+		changed := target != sf.probed
+		sf.probed = target
+		sf.mu.Unlock()
+		if changed {
+			sf.link.Recheck()
 		}
 	}
 	if sf.spool != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/pem"
 	"fmt"
@@ -92,4 +93,120 @@ spool: {dir: %q}
 	if got[0] != `POST /ingest {"n":1}` || keys[0] == "" {
 		t.Fatalf("receiver got %q with key %q", got[0], keys[0])
 	}
+}
+
+// TestReloadMovesLinkProbeToNewRelay: the store's relay is gone (connection
+// refused), so the link probe finds the uplink down and CONNECTs are answered
+// 503. The policy is edited to name a working relay: the reload alone, with
+// no restart, has the probe check the new relay at once, the link comes up
+// and CONNECTs pass through it.
+func TestReloadMovesLinkProbeToNewRelay(t *testing.T) {
+	relay := fakeRelay(t)
+	ports := freePorts(t, 3) // proxy, admin, and a port nothing listens on: the retired relay
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.yaml")
+	doc := func(relayPort int) []byte {
+		return []byte(fmt.Sprintf(`version: 1
+listen_address: 127.0.0.1
+listen_port: %d
+admin_address: 127.0.0.1:%d
+allowed_hosts: [cloud.example]
+allowed_ports: [443]
+tls: {inspect: false}
+relay_proxy: {address: "http://127.0.0.1:%d"}
+link: {probe_interval: 1h, hold: 200ms}
+spool: {disabled: true}
+`, ports[0], ports[1], relayPort))
+	}
+	if err := os.WriteFile(path, doc(ports[2]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuf
+	done := make(chan int, 1)
+	go func() { done <- dispatch(ctx, []string{"run", "--policy", path}, stdio{Out: io.Discard, Err: &stderr}) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, stderr.String, "uplink down")
+
+	connect := func() (net.Conn, *bufio.Reader, string) {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0]), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "CONNECT cloud.example:443 HTTP/1.1\r\nHost: cloud.example:443\r\n\r\n")
+		br := bufio.NewReader(c)
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil || l == "\r\n" {
+				break
+			}
+		}
+		return c, br, strings.TrimSpace(line)
+	}
+	if _, _, status := connect(); !strings.Contains(status, " 503 ") {
+		t.Fatalf("CONNECT while the relay is gone: %q, want 503", status)
+	}
+
+	// The edit, written as editors and config tools do: a new file renamed over the old.
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, doc(relay), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, stderr.String, "uplink up again")
+	c, br, status := connect()
+	if !strings.Contains(status, " 200 ") {
+		t.Fatalf("CONNECT after the reload: %q\n%s", status, stderr.String())
+	}
+	io.WriteString(c, "through the new relay\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "through the new relay\n" {
+		t.Fatalf("echo %q, %v", line, err)
+	}
+	c.Close() // before the deferred shutdown, which would wait for the tunnel
+}
+
+// fakeRelay is a minimal CONNECT proxy on loopback: it answers 200 to any
+// CONNECT and echoes the tunnel.
+func fakeRelay(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				br := bufio.NewReader(c)
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil {
+						return // a probe: connected and closed
+					}
+					if l == "\r\n" {
+						break
+					}
+				}
+				io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+				io.Copy(c, br)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -42,6 +42,10 @@ const keyFailures = "failures"
 // ErrDown is returned by Wait when the link stayed down for the hold time.
 var ErrDown = errors.New("uplink down")
 
+// ErrNoTarget is what a Probe returns when there is nothing to probe (the
+// policy names neither a relay nor a probe host): no evidence either way.
+var ErrNoTarget = errors.New("no probe target")
+
 // Options configure a Tracker. Every nil field has the default its comment names.
 type Options struct {
 	// Events receives transition events (100 up, 403 down); nil drops them.
@@ -50,12 +54,13 @@ type Options struct {
 	Now func() time.Time
 	// Probe checks the uplink, e.g. a TCP dial of the relay or of
 	// link.probe_host; nil means no probe (outcomes of real traffic only).
+	// It may return ErrNoTarget, which is not counted.
 	Probe func(ctx context.Context) error
 	// ProbeInterval is the time between probes while up; while down, probes
-	// run at a fifth of it (at least 1s). Zero means 30s.
+	// run at a fifth of it (at least 1s). Zero means 30s. SetTiming changes it.
 	ProbeInterval time.Duration
 	// Hold is how long Wait holds a caller during an outage. Zero means 5s;
-	// negative means do not hold.
+	// negative means do not hold. SetTiming changes it.
 	Hold time.Duration
 	// FailuresToDown is how many failures in a row mark the link down, so
 	// one unreachable host does not. Zero means 3.
@@ -73,6 +78,9 @@ type Tracker struct {
 	lastErr     string
 	transitions uint64
 	changed     chan struct{} // closed and replaced on every transition
+	interval    time.Duration // opts.ProbeInterval, then SetTiming's
+	hold        time.Duration // opts.Hold, then SetTiming's
+	recheck     chan struct{} // Recheck's request for a probe now (capacity 1)
 }
 
 // Status is a snapshot for /readyz details, the console and the status API.
@@ -88,16 +96,42 @@ func New(opts Options) *Tracker {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.ProbeInterval <= 0 {
-		opts.ProbeInterval = 30 * time.Second
-	}
-	if opts.Hold == 0 {
-		opts.Hold = 5 * time.Second
-	}
 	if opts.FailuresToDown <= 0 {
 		opts.FailuresToDown = 3
 	}
-	return &Tracker{opts: opts, since: opts.Now(), changed: make(chan struct{})}
+	t := &Tracker{opts: opts, since: opts.Now(), changed: make(chan struct{}), recheck: make(chan struct{}, 1)}
+	t.SetTiming(opts.ProbeInterval, opts.Hold)
+	return t
+}
+
+// SetTiming changes the probe interval and the hold time (a policy reload),
+// with the defaults Options names for zero. A probe already waiting keeps its
+// old interval once; call Recheck to probe at once.
+func (t *Tracker) SetTiming(probeInterval, hold time.Duration) {
+	if probeInterval <= 0 {
+		probeInterval = 30 * time.Second
+	}
+	if hold == 0 {
+		hold = 5 * time.Second
+	}
+	t.mu.Lock()
+	t.interval, t.hold = probeInterval, hold
+	t.mu.Unlock()
+}
+
+// Recheck makes Run probe now instead of at its next interval: the probe's
+// target changed, so the state it last found may no longer hold.
+func (t *Tracker) Recheck() {
+	select {
+	case t.recheck <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+func (t *Tracker) timing() (interval, hold time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.interval, t.hold
 }
 
 // Observe feeds the outcome of a dial, delivery or probe: nil for success
@@ -175,15 +209,15 @@ func (t *Tracker) Changed() <-chan struct{} {
 // 503 with Retry-After on ErrDown.
 func (t *Tracker) Wait(ctx context.Context) error {
 	t.mu.Lock()
-	state, ch := t.state, t.changed
+	state, ch, hold := t.state, t.changed, t.hold
 	t.mu.Unlock()
 	if state != Down {
 		return nil
 	}
-	if t.opts.Hold < 0 {
+	if hold < 0 {
 		return ErrDown
 	}
-	timer := time.NewTimer(t.opts.Hold)
+	timer := time.NewTimer(hold)
 	defer timer.Stop()
 	for {
 		select {
@@ -204,8 +238,8 @@ func (t *Tracker) Wait(ctx context.Context) error {
 
 // RetryAfter is the Retry-After (seconds) to send with a 503 after ErrDown.
 func (t *Tracker) RetryAfter() int {
-	s := int(t.opts.Hold / time.Second)
-	return max(s, 1)
+	_, hold := t.timing()
+	return max(int(hold/time.Second), 1)
 }
 
 // Run probes the uplink until ctx ends; without a Probe it returns at once.
@@ -216,26 +250,31 @@ func (t *Tracker) Run(ctx context.Context) {
 		return
 	}
 	for {
-		pctx, cancel := context.WithTimeout(ctx, max(t.opts.ProbeInterval/3, time.Second))
+		interval, _ := t.timing()
+		pctx, cancel := context.WithTimeout(ctx, max(interval/3, time.Second))
 		err := t.opts.Probe(pctx)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrNoTarget):
+		case err != nil:
 			for range t.opts.FailuresToDown {
 				t.Observe(err)
 			}
-		} else {
+		default:
 			t.Observe(nil)
 		}
-		wait := t.opts.ProbeInterval
+		wait := interval
 		if t.State() == Down {
 			wait = max(wait/5, time.Second)
 		}
 		timer := time.NewTimer(wait)
 		select {
 		case <-timer.C:
+		case <-t.recheck:
+			timer.Stop()
 		case <-ctx.Done():
 			timer.Stop()
 			return

@@ -166,3 +166,61 @@ func waitState(t *testing.T, tr *Tracker, want State) {
 		}
 	}
 }
+
+// TestRecheckAndTiming: what a policy reload does to a running tracker. A
+// probe without a target is no evidence; Recheck probes at once however long
+// the interval; SetTiming changes the hold that Wait and Retry-After use.
+func TestRecheckAndTiming(t *testing.T) {
+	var mu sync.Mutex
+	result := ErrNoTarget
+	probed := make(chan struct{}, 1)
+	probe := func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case probed <- struct{}{}:
+		default:
+		}
+		return result
+	}
+	set := func(err error) {
+		mu.Lock()
+		result = err
+		mu.Unlock()
+	}
+	tr := New(Options{Probe: probe, ProbeInterval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tr.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	next := func() {
+		t.Helper()
+		select {
+		case <-probed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no probe")
+		}
+	}
+	next() // the first probe, at start
+	tr.Recheck()
+	next() // the second: the first one's outcome has been taken by now
+	if st := tr.State(); st != Unknown {
+		t.Fatalf("state %v after probes without a target, want unknown", st)
+	}
+
+	set(errors.New("connection refused"))
+	tr.Recheck()
+	waitState(t, tr, Down)
+	tr.SetTiming(time.Hour, -1)
+	if err := tr.Wait(context.Background()); !errors.Is(err, ErrDown) {
+		t.Fatalf("Wait with no hold: %v", err)
+	}
+	tr.SetTiming(time.Hour, 7*time.Second)
+	if got := tr.RetryAfter(); got != 7 {
+		t.Fatalf("Retry-After %d after SetTiming, want 7", got)
+	}
+
+	set(nil)
+	tr.Recheck()
+	waitState(t, tr, Up)
+}
