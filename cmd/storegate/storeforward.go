@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/url"
@@ -24,7 +25,8 @@ type storeForward struct {
 	spool *spool.Spool // nil when spool.disabled
 
 	mu     sync.Mutex
-	probed string // the probe's target under the policy last applied
+	probed string         // the probe's target under the policy last applied
+	roots  *x509.CertPool // the spool's roots (system plus tls.ca_file)
 }
 
 // newStoreForward builds the tracker and the spool from the policy. srv is
@@ -81,7 +83,7 @@ func newStoreForward(snap *policy.Snapshot, srv func() *gateway.Server, log even
 	if err != nil {
 		return nil, err
 	}
-	sf.spool = sp
+	sf.spool, sf.roots = sp, roots
 	return sf, nil
 }
 
@@ -137,6 +139,7 @@ func (sf *storeForward) gatewayConfig(cfg *gateway.Config) {
 		}
 		if sf.spool != nil {
 			_ = sf.spool.SetLimits(spoolLimits(snap))
+			sf.applyRoots(snap)
 		}
 		sf.link.SetTiming(snap.File.Link.ProbeInterval.D(), snap.File.Link.Hold.D())
 		// A new first hop: what the probe found about the old one (an
@@ -153,6 +156,24 @@ func (sf *storeForward) gatewayConfig(cfg *gateway.Config) {
 	if sf.spool != nil {
 		cfg.Spool = sf.spool
 	}
+}
+
+// applyRoots gives the spool the roots of a new policy when they differ
+// (tls.ca_file named another file, or the file changed). The reload has
+// already read and checked the file, so an error here (it changed again
+// since) keeps the roots in use until the next reload.
+func (sf *storeForward) applyRoots(snap *policy.Snapshot) {
+	roots, err := gateway.SystemRoots(snap)
+	if err != nil {
+		return
+	}
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	if roots.Equal(sf.roots) {
+		return
+	}
+	sf.roots = roots
+	sf.spool.SetRootCAs(roots)
 }
 
 // run delivers and probes until ctx ends.

@@ -210,3 +210,84 @@ func fakeRelay(t *testing.T) int {
 	}()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// TestReloadGivesSpoolNewCA: the receiver's certificate is not trusted at
+// first (tls.ca_file holds another CA), so delivery fails and is retried.
+// Replacing the CA file is a policy change like any other: without a restart
+// the next attempt trusts the receiver and the message arrives.
+func TestReloadGivesSpoolNewCA(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	recv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = append(got, string(b))
+		mu.Unlock()
+	}))
+	defer recv.Close()
+	_, otherCA := glueUpstream(t) // some other CA
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	writeCA := func(pemBytes []byte) {
+		t.Helper()
+		tmp := ca + ".new"
+		if err := os.WriteFile(tmp, pemBytes, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, ca); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCA(otherCA)
+	_, rport, _ := net.SplitHostPort(recv.Listener.Addr().String())
+	ports := freePorts(t, 2)
+	path := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(path, []byte(fmt.Sprintf(`version: 1
+listen_address: 127.0.0.1
+listen_port: %d
+admin_address: 127.0.0.1:%d
+allowed_hosts: [127.0.0.1]
+allowed_ports: [%s]
+tls: {ca_file: %q}
+spool: {dir: %q}
+`, ports[0], ports[1], rport, ca, filepath.Join(dir, "spool"))), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuf
+	done := make(chan int, 1)
+	go func() { done <- dispatch(ctx, []string{"run", "--policy", path}, stdio{Out: io.Discard, Err: &stderr}) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, stderr.String, `"event_id":101`)
+
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/spool/v1/messages", ports[0]), strings.NewReader(`{"sale":1}`))
+	req.Header.Set("Storegate-Destination", fmt.Sprintf("https://127.0.0.1:%s/ingest", rport))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 202 {
+		t.Fatalf("submission: %d", resp.StatusCode)
+	}
+	waitFor(t, stderr.String, "spool delivery failing")
+
+	writeCA(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: recv.Certificate().Raw}))
+	waitFor(t, stderr.String, "policy reloaded")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not delivered after the CA changed:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got[0] != `{"sale":1}` {
+		t.Fatalf("receiver got %q", got[0])
+	}
+}

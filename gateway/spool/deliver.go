@@ -196,7 +196,7 @@ func (s *Spool) deliver(ctx context.Context, e *entry, oq *originQueue) {
 		req.Header[k] = vs
 	}
 	req.Header.Set("Idempotency-Key", m.Key)
-	resp, err := s.client.Do(req)
+	resp, err := s.client.Load().Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return

@@ -190,7 +190,7 @@ type counters struct {
 type Spool struct {
 	opts   Options
 	limits atomic.Pointer[Limits]
-	client *http.Client
+	client atomic.Pointer[http.Client] // replaced by SetRootCAs
 	sem    chan struct{}
 	wake   chan struct{}
 	c      counters
@@ -256,13 +256,13 @@ func New(opts Options) (*Spool, error) {
 	}
 	s := &Spool{
 		opts:     opts,
-		client:   newClient(opts),
 		sem:      make(chan struct{}, opts.MaxConcurrent),
 		wake:     make(chan struct{}, 1),
 		byID:     map[msgID]*entry{},
 		origins:  map[string]*originQueue{},
 		finished: map[msgID]finished{},
 	}
+	s.client.Store(newClient(opts))
 	l := opts.Limits.withDefaults()
 	s.limits.Store(&l)
 	s.open()
@@ -278,6 +278,18 @@ func (s *Spool) SetLimits(l Limits) error {
 	l = l.withDefaults()
 	s.limits.Store(&l)
 	return nil
+}
+
+// SetRootCAs changes the roots that verify receivers' certificates (a policy
+// reload that changed tls.ca_file). Deliveries from then on use them; one
+// already in flight finishes with the old ones, whose idle connections are
+// closed.
+func (s *Spool) SetRootCAs(roots *x509.CertPool) {
+	o := s.opts
+	o.RootCAs = roots
+	if old := s.client.Swap(newClient(o)); old != nil {
+		old.CloseIdleConnections()
+	}
 }
 
 func (s *Spool) emit(id events.ID, msg string, f ...events.Field) {
