@@ -181,6 +181,46 @@ func (r *evRec) Emit(id events.ID, msg string, fields ...events.Field) {
 
 // TestReloaderSummaryAndRefusal: a reload's event says what changed, never
 // a secret; a refusal names file, line and key and keeps the snapshot.
+// TestSummaryNamesStartOnlyKeys: a change a reload cannot put in force says
+// so; its neighbours do not.
+func TestSummaryNamesStartOnlyKeys(t *testing.T) {
+	snap := func(doc string) *Snapshot {
+		t.Helper()
+		f, err := Parse([]byte(doc), "p.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := Compile(f, []byte(doc), "p.yaml", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a := snap("version: 1\nspool: {dir: /var/a, max_bytes: 1MiB}\nnetwork: {interface: eth0}\n")
+	b := snap("version: 1\nspool: {dir: /var/b, max_bytes: 2MiB}\nnetwork: {interface: eth1}\n")
+	got := Summary(a, b)
+	for _, want := range []string{
+		"spool.dir /var/a -> /var/b (applies after a restart)",
+		"network.interface eth0 -> eth1 (applies after a restart)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("summary %q lacks %q", got, want)
+		}
+	}
+	seen := false
+	for _, c := range strings.Split(got, "; ") {
+		if strings.HasPrefix(c, "spool.max_bytes ") {
+			seen = true
+			if strings.Contains(c, "restart") {
+				t.Errorf("%q: spool.max_bytes applies at once", c)
+			}
+		}
+	}
+	if !seen {
+		t.Errorf("summary %q lacks spool.max_bytes", got)
+	}
+}
+
 func TestReloaderSummaryAndRefusal(t *testing.T) {
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pw")

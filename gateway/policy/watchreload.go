@@ -156,6 +156,23 @@ func keyOfApplyError(err error) string {
 // maxSummary bounds the one-line summary of a reload.
 const maxSummary = 480
 
+// startOnly are the keys read once, when the gateway starts (network.*: when
+// the box boots). A reload puts the rest of the policy in force and names
+// these changes with restartNote, so nobody waits for them to happen.
+var startOnly = []string{"spool.dir", "spool.disabled", "console.device", "console.baud", "network."}
+
+const restartNote = " (applies after a restart)"
+
+func needsRestart(change string) bool {
+	key, _, _ := strings.Cut(change, " ")
+	for _, k := range startOnly {
+		if key == k || strings.HasSuffix(k, ".") && strings.HasPrefix(key, k) {
+			return true
+		}
+	}
+	return false
+}
+
 // Summary says in one line what changed from old to new: hosts added and
 // removed, ports, listeners, any other key with its old and new value.
 // Secrets are named, never shown.
@@ -169,6 +186,9 @@ func Summary(old, new *Snapshot) string {
 	}
 	var b strings.Builder
 	for i, c := range changes {
+		if needsRestart(c) {
+			c += restartNote
+		}
 		if b.Len()+len(c) > maxSummary {
 			fmt.Fprintf(&b, "; and %d more", len(changes)-i)
 			break
