@@ -191,21 +191,17 @@ func (e *relayError) Error() string { return "relay answered " + e.status }
 // dialRelay asks the relay proxy to CONNECT to host:port.
 func (s *Server) dialRelay(ctx context.Context, snap *policy.Snapshot, host string, port int) (net.Conn, string, error) {
 	r := snap.File.RelayProxy
-	u, err := url.Parse(r.Address)
-	if err != nil {
-		return nil, "", dialFailure(errors.New("relay address is invalid"))
-	}
-	via := u.Host
+	scheme, via := snap.RelayAddr()
 	dctx, cancel := context.WithTimeout(ctx, snap.File.Limits.DialTimeout.D())
 	defer cancel()
-	raw, err := s.cfg.Dialer.DialContext(dctx, "tcp", u.Host)
+	raw, err := s.cfg.Dialer.DialContext(dctx, "tcp", via)
 	if err != nil {
 		e := dialFailure(err)
 		e.what = "relay unreachable"
 		return nil, via, e
 	}
 	c := raw
-	if u.Scheme == "https" {
+	if scheme == "https" {
 		st := s.relayTLS.Load()
 		if st == nil {
 			raw.Close()

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"io"
 	"net"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -56,13 +55,13 @@ func newStoreForward(snap *policy.Snapshot, srv func() *gateway.Server, log even
 	}
 	var plain net.Dialer
 	lo.Probe = func(ctx context.Context) error {
-		addr := probeTarget(current().File)
+		addr := probeTarget(current())
 		if addr == "" {
 			return link.ErrNoTarget
 		}
 		return link.DialProbe(plain.DialContext, addr)(ctx)
 	}
-	sf := &storeForward{link: link.New(lo), probed: probeTarget(f)}
+	sf := &storeForward{link: link.New(lo), probed: probeTarget(snap)}
 	sf.log, _ = log.(*events.Log)
 	if f.Spool.Disabled {
 		return sf, nil
@@ -90,12 +89,11 @@ func newStoreForward(snap *policy.Snapshot, srv func() *gateway.Server, log even
 // probeTarget is what the link probe dials: the first hop, i.e. the relay
 // when there is one (that is where an outage shows), else link.probe_host
 // (port 443 unless it names one); "" when the policy names neither.
-func probeTarget(f *policy.File) string {
-	switch {
-	case f.RelayProxy.Address != "":
-		if u, err := url.Parse(f.RelayProxy.Address); err == nil {
-			return u.Host
-		}
+func probeTarget(snap *policy.Snapshot) string {
+	f := snap.File
+	switch _, relay := snap.RelayAddr(); {
+	case relay != "":
+		return relay
 	case f.Link.ProbeHost != "":
 		addr := f.Link.ProbeHost
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -144,7 +142,7 @@ func (sf *storeForward) gatewayConfig(cfg *gateway.Config) {
 		sf.link.SetTiming(snap.File.Link.ProbeInterval.D(), snap.File.Link.Hold.D())
 		// A new first hop: what the probe found about the old one (an
 		// outage, say, of a relay being retired) says nothing about it.
-		target := probeTarget(snap.File)
+		target := probeTarget(snap)
 		sf.mu.Lock()
 		changed := target != sf.probed
 		sf.probed = target

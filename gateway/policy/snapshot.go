@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -21,13 +22,14 @@ type Snapshot struct {
 	Hash     string // sha256 of the file's bytes, hex
 	LoadedAt time.Time
 
-	hosts    *hostSet
-	rawTCP   *hostSet
-	ports    map[int]bool
-	networks []netip.Prefix
-	minTLS   uint16
-	password string // relay password, resolved from password_file; never printed
-	subjects *tlspeek.Subjects
+	hosts                  *hostSet
+	rawTCP                 *hostSet
+	ports                  map[int]bool
+	networks               []netip.Prefix
+	minTLS                 uint16
+	password               string // relay password, resolved from password_file; never printed
+	subjects               *tlspeek.Subjects
+	relayScheme, relayHost string // relay_proxy.address, parsed once
 }
 
 // OriginPolicy is the origin of an allowed host entry written in the policy
@@ -81,6 +83,13 @@ func Compile(f *File, data []byte, source string, now time.Time) (*Snapshot, err
 		return nil, &Error{File: source, Key: "allowed_client_certificates", Msg: err.Error()}
 	}
 	s.subjects = subj
+	if a := f.RelayProxy.Address; a != "" {
+		u, err := url.Parse(a)
+		if err != nil || u.Host == "" {
+			return nil, &Error{File: source, Key: "relay_proxy.address", Msg: "want http://host:port or https://host:port"}
+		}
+		s.relayScheme, s.relayHost = u.Scheme, u.Host
+	}
 	s.password = f.RelayProxy.Password
 	if pf := f.RelayProxy.PasswordFile; pf != "" {
 		b, err := os.ReadFile(pf)
@@ -113,6 +122,10 @@ func Load(path string, now time.Time) (*Snapshot, error) {
 	}
 	return Compile(f, data, path, now)
 }
+
+// RelayAddr is relay_proxy.address split into its scheme ("http" or
+// "https") and host:port; both are "" when the policy names no relay.
+func (s *Snapshot) RelayAddr() (scheme, hostport string) { return s.relayScheme, s.relayHost }
 
 // RelayPassword returns the relay password. Callers must not log it.
 func (s *Snapshot) RelayPassword() string { return s.password }
