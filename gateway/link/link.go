@@ -4,6 +4,7 @@
 package link
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/storegate/storegate/gateway/events"
+	"github.com/storegate/storegate/gateway/metrics"
 )
 
 // State is the uplink's state.
@@ -297,13 +299,13 @@ func DialProbe(dial func(ctx context.Context, network, addr string) (net.Conn, e
 // WriteMetrics writes storegate_link_* in the Prometheus text format.
 func (t *Tracker) WriteMetrics(w io.Writer) error {
 	st := t.Status()
-	up := 0
+	up := 0.0
 	if st.State == "up" {
 		up = 1
 	}
-	_, err := fmt.Fprintf(w, "# HELP storegate_link_up Whether the uplink works (1) or not (0; also before the first observation).\n"+
-		"# TYPE storegate_link_up gauge\nstoregate_link_up %d\n"+
-		"# HELP storegate_link_transitions_total Uplink state changes.\n"+
-		"# TYPE storegate_link_transitions_total counter\nstoregate_link_transitions_total %d\n", up, st.Transitions)
-	return err
+	bw := bufio.NewWriter(w)
+	m := metrics.NewWriter(bw)
+	m.Gauge("storegate_link_up", "Whether the uplink works (1) or not (0; also before the first observation).", up)
+	m.Counter("storegate_link_transitions_total", "Uplink state changes.", float64(st.Transitions))
+	return bw.Flush()
 }
