@@ -7,7 +7,7 @@ BENCH_FLAGS ?=
 REPS        ?=
 QUICK       ?=
 
-.PHONY: bench-peers bench-deps bench-compare
+.PHONY: bench-peers bench-deps bench-compare bench-tunnels-vm
 
 bench-deps: ## install tinyproxy and squid for bench-peers (as root) and stop their services
 	@build/bench-deps.sh
@@ -26,3 +26,9 @@ bench-peers: bench-deps ## storegate vs direct, tinyproxy and squid side by side
 bench-compare: ## medians of two bench-peers runs side by side: OLD=a.jsonl NEW=b.jsonl
 	@test -n "$(OLD)" -a -n "$(NEW)" || { echo "usage: make bench-compare OLD=build/out/bench-A.jsonl NEW=build/out/bench-B.jsonl" >&2; exit 2; }
 	$(GO) run ./build/bench compare $(OLD) $(NEW)
+
+# This host's hard RLIMIT_NOFILE (20,000) is too low for 10,000 tunnels, so
+# the idle-tunnel levels also run in a small qemu guest whose init lifts it.
+bench-tunnels-vm: ## idle tunnels 1,000/5,000/10,000 through storegate in a qemu guest (REPS=N, TIMEOUT_MIN=M, BENCH_FLAGS replace the harness flags)
+	@mkdir -p build/out
+	GO=$(GO) $(if $(REPS),REPS=$(REPS)) build/bench-vm.sh $(BENCH_FLAGS)
