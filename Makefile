@@ -28,7 +28,7 @@ test: test-deps ## run all tests, then the concurrent packages again under the r
 	$(GO) test -race -count=1 $(TESTFLAGS) ./gateway/... ./cmd/... ./device/... ./agentside/...
 
 BENCHCOUNT ?= 3
-bench: bench-go bench-peers ## all benchmarks: Go micro-benchmarks, then storegate vs direct, tinyproxy and squid
+bench: bench-go bench-peers bench-tunnels-vm ## all benchmarks: Go micro-benchmarks, storegate vs direct, tinyproxy and squid, then 10,000 idle tunnels in a guest
 
 bench-go: build ## Go benchmarks: hot functions, tunnel throughput and CONNECT rate vs direct, with ratios
 	@mkdir -p build/out
