@@ -111,6 +111,7 @@ func spoolLimits(snap *policy.Snapshot) spool.Limits {
 		MaxAge:          s.MaxAge.D(),
 		MaxMessageBytes: int64(s.MaxMessageBytes),
 		Overflow:        spool.Overflow(s.Overflow),
+		DeadLetterBytes: int64(s.DeadLetterMaxBytes),
 	}
 }
 

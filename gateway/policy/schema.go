@@ -82,7 +82,9 @@ type Spool struct {
 	MaxAge          Duration `yaml:"max_age"`
 	MaxMessageBytes ByteSize `yaml:"max_message_bytes"`
 	Overflow        string   `yaml:"overflow"` // "refuse" (default) or "drop-oldest"
-	Disabled        bool     `yaml:"disabled"`
+	// DeadLetterMaxBytes bounds the dead-letter area; the oldest go first.
+	DeadLetterMaxBytes ByteSize `yaml:"dead_letter_max_bytes"`
+	Disabled           bool     `yaml:"disabled"`
 }
 
 // Link is uplink awareness.

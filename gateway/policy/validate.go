@@ -29,6 +29,7 @@ const (
 	DefaultSpoolMaxBytes    = 256 << 20
 	DefaultSpoolMaxAge      = 72 * time.Hour
 	DefaultSpoolMaxMessage  = 1 << 20
+	DefaultSpoolDeadLetters = 32 << 20
 	DefaultLinkHold         = 5 * time.Second
 	DefaultProbeInterval    = 30 * time.Second
 	DefaultHandshakeTimeout = tlspeek.DefaultTimeout
@@ -119,6 +120,9 @@ func (f *File) validate() Errors {
 	}
 	if f.Spool.MaxMessageBytes < 0 || (f.Spool.MaxBytes != 0 && f.Spool.MaxMessageBytes > f.Spool.MaxBytes) {
 		bad("spool.max_message_bytes", f.Spool.MaxMessageBytes.String(), "must be between 1 byte and spool.max_bytes")
+	}
+	if f.Spool.DeadLetterMaxBytes != 0 && f.Spool.DeadLetterMaxBytes < 64<<10 {
+		bad("spool.dead_letter_max_bytes", f.Spool.DeadLetterMaxBytes.String(), "%s is too small; at least 64KiB", f.Spool.DeadLetterMaxBytes)
 	}
 	if f.Link.ProbeHost != "" {
 		if _, _, err := net.SplitHostPort(f.Link.ProbeHost); err != nil {
@@ -286,6 +290,9 @@ func (f *File) fillDefaults() {
 	}
 	if f.Spool.MaxMessageBytes == 0 {
 		f.Spool.MaxMessageBytes = DefaultSpoolMaxMessage
+	}
+	if f.Spool.DeadLetterMaxBytes == 0 {
+		f.Spool.DeadLetterMaxBytes = DefaultSpoolDeadLetters
 	}
 	if f.Spool.Overflow == "" {
 		f.Spool.Overflow = "refuse"

@@ -68,6 +68,7 @@ func (s *Spool) Run(ctx context.Context) error {
 			continue
 		}
 		s.expire()
+		s.trimDead()
 		if lg != nil {
 			lg.SyncAcks()
 		}
@@ -283,32 +284,42 @@ func (s *Spool) deadLetter(e *entry, oq *originQueue, raw []byte, dest string, s
 	if status != 0 {
 		attempts++ // this one reached the receiver, which refused it
 	}
-	if err := s.writeDead(e.id.String(), dest, status, attempts, reason, raw); err != nil {
+	s.deadMu.Lock()
+	defer s.deadMu.Unlock()
+	size, err := s.writeDead(e.id.String(), dest, status, attempts, reason, raw)
+	if err != nil {
 		s.retry(e, oq, "cannot write dead letter: "+err.Error(), 0)
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.deadBytes += size
 	if s.removeLocked(e, finished{state: "dead", dest: redact(dest), status: status, reason: reason, at: s.opts.Now()}) {
 		s.deadCount++
 		s.c.deadLettered.Add(1)
 		s.emit(events.OtherError, "spool dead letter: the receiver refused the message for good", events.Str(events.KeyID, e.id.String()),
 			events.Str(events.KeyTarget, e.origin), events.Int(events.KeyStatus, int64(status)), events.Str(events.KeyReason, reason))
 	}
+	s.mu.Unlock()
+	s.trimDeadLocked()
 }
 
-func (s *Spool) writeDead(id, dest string, status, attempts int, reason string, raw []byte) error {
+// writeDead writes a dead letter's payload, then its listing entry, and
+// returns the bytes written. The caller holds deadMu.
+func (s *Spool) writeDead(id, dest string, status, attempts int, reason string, raw []byte) (int64, error) {
 	dir := s.deadDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+		return 0, err
 	}
 	if raw != nil {
 		if err := queue.WriteFileDurable(dir, id+".msg", raw); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	rec, _ := json.Marshal(DeadLetter{ID: id, Destination: dest, Status: status, Reason: reason, Attempts: attempts, At: s.opts.Now()})
-	return queue.WriteFileDurable(dir, id+".json", rec)
+	if err := queue.WriteFileDurable(dir, id+".json", rec); err != nil {
+		return int64(len(raw)), err
+	}
+	return int64(len(raw) + len(rec)), nil
 }
 
 // DeadLetters lists the dead letters kept in the spool directory.

@@ -229,6 +229,8 @@ type Status struct {
 	MaxBytes         int64          `json:"max_bytes"`
 	OldestAgeSeconds float64        `json:"oldest_age_seconds"`
 	DeadLetters      int            `json:"dead_letters"`
+	DeadLetterBytes  int64          `json:"dead_letter_bytes"`
+	DeadDeleted      uint64         `json:"dead_letters_deleted"` // by spool.dead_letter_max_bytes
 	Submitted        uint64         `json:"submitted"`
 	Delivered        uint64         `json:"delivered"`
 	Retries          uint64         `json:"retries"`
@@ -258,11 +260,12 @@ func (s *Spool) Status() Status {
 	now := s.opts.Now()
 	s.mu.Lock()
 	st := Status{
-		Available:   s.log != nil,
-		Depth:       s.depth,
-		Bytes:       s.bytes,
-		MaxBytes:    lim.MaxBytes,
-		DeadLetters: s.deadCount,
+		Available:       s.log != nil,
+		Depth:           s.depth,
+		Bytes:           s.bytes,
+		MaxBytes:        lim.MaxBytes,
+		DeadLetters:     s.deadCount,
+		DeadLetterBytes: s.deadBytes,
 	}
 	if s.openErr != nil {
 		st.Error = s.openErr.Error()
@@ -293,8 +296,9 @@ func (s *Spool) Status() Status {
 	st.Dropped = s.c.droppedAge.Load() + s.c.droppedOverflow.Load()
 	st.Quarantined = s.c.quarantined.Load()
 	st.Missing = s.c.missingSegments.Load()
+	st.DeadDeleted = s.c.deadDeleted.Load()
 	st.Limits = map[string]any{"max_bytes": lim.MaxBytes, "max_age": lim.MaxAge.String(),
-		"max_message_bytes": lim.MaxMessageBytes, "overflow": string(lim.Overflow)}
+		"max_message_bytes": lim.MaxMessageBytes, "overflow": string(lim.Overflow), "dead_letter_max_bytes": lim.DeadLetterBytes}
 	if s.opts.Link != nil {
 		ls := s.opts.Link.Status()
 		st.Link = &ls

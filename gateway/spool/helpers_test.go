@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -222,14 +223,28 @@ func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0
 
 // eventLog records the IDs of events for assertions.
 type eventLog struct {
-	mu  sync.Mutex
-	ids []events.ID
+	mu   sync.Mutex
+	ids  []events.ID
+	msgs []string
 }
 
-func (l *eventLog) Emit(id events.ID, _ string, _ ...events.Field) {
+func (l *eventLog) Emit(id events.ID, msg string, _ ...events.Field) {
 	l.mu.Lock()
 	l.ids = append(l.ids, id)
+	l.msgs = append(l.msgs, msg)
 	l.mu.Unlock()
+}
+
+// said reports whether an event with this ID had a message containing sub.
+func (l *eventLog) said(id events.ID, sub string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, x := range l.ids {
+		if x == id && strings.Contains(l.msgs[i], sub) {
+			return true
+		}
+	}
+	return false
 }
 
 func (l *eventLog) count(id events.ID) int {

@@ -23,6 +23,7 @@ func (s *Spool) WriteMetrics(w io.Writer) error {
 	m.Gauge("storegate_spool_max_bytes", "The spool.max_bytes bound.", float64(st.MaxBytes))
 	m.Gauge("storegate_spool_oldest_age_seconds", "Age of the oldest waiting message.", st.OldestAgeSeconds)
 	m.Gauge("storegate_spool_dead_letters", "Dead letters kept in the spool directory.", float64(st.DeadLetters))
+	m.Gauge("storegate_spool_dead_letter_bytes", "Bytes of the dead letters kept (bounded by spool.dead_letter_max_bytes).", float64(st.DeadLetterBytes))
 	m.Gauge("storegate_spool_segments", "Segment files on disk.", float64(st.Segments))
 	m.Gauge("storegate_spool_disk_bytes", "Bytes in segment files on disk.", float64(st.DiskBytes))
 	c := &s.c
@@ -31,6 +32,7 @@ func (s *Spool) WriteMetrics(w io.Writer) error {
 	m.Counter("storegate_spool_delivered_total", "Messages delivered (2xx).", n(c.delivered.Load()))
 	m.Counter("storegate_spool_retries_total", "Delivery attempts that will be retried (408, 429, 5xx, network).", n(c.retries.Load()))
 	m.Counter("storegate_spool_dead_lettered_total", "Messages moved to the dead-letter area.", n(c.deadLettered.Load()))
+	m.Counter("storegate_spool_dead_letters_deleted_total", "Oldest dead letters deleted to keep spool.dead_letter_max_bytes.", n(c.deadDeleted.Load()))
 	m.CounterVec("storegate_spool_dropped_total", "Messages dropped by the bounds.", "reason",
 		[]string{"max_age", "overflow"}, []float64{n(c.droppedAge.Load()), n(c.droppedOverflow.Load())})
 	m.CounterVec("storegate_spool_refused_total", "Submissions refused.", "reason",

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +50,11 @@ type Limits struct {
 	MaxMessageBytes int64
 	// Overflow is the rule when MaxBytes is reached. Empty means refuse.
 	Overflow Overflow
+	// DeadLetterBytes bounds the bytes kept in dead/ (spool.
+	// dead_letter_max_bytes): past it the oldest dead letters are deleted,
+	// so a receiver that refuses everything cannot fill the disk the queue
+	// needs. Zero means 32 MiB.
+	DeadLetterBytes int64
 }
 
 func (l Limits) withDefaults() Limits {
@@ -63,6 +69,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.Overflow == "" {
 		l.Overflow = OverflowRefuse
+	}
+	if l.DeadLetterBytes <= 0 {
+		l.DeadLetterBytes = 32 << 20
 	}
 	return l
 }
@@ -180,6 +189,7 @@ type finished struct {
 type counters struct {
 	submitted, delivered, retries, deadLettered  atomic.Uint64
 	droppedAge, droppedOverflow                  atomic.Uint64
+	deadDeleted                                  atomic.Uint64
 	refusedFull, refusedLarge, refusedNotAllowed atomic.Uint64
 	refusedUnavailable, refusedBad               atomic.Uint64
 	quarantined, missingSegments                 atomic.Uint64
@@ -207,9 +217,12 @@ type Spool struct {
 	finished  map[msgID]finished
 	finOrder  []msgID
 	deadCount int
-	runCtx    context.Context
-	workers   sync.WaitGroup
-	closed    bool
+	deadBytes int64 // bytes of the files in dead/
+
+	deadMu  sync.Mutex // serialises writing and trimming dead/
+	runCtx  context.Context
+	workers sync.WaitGroup
+	closed  bool
 }
 
 // New opens the spool in opts.Dir, recovering what it finds there. It fails
@@ -333,7 +346,7 @@ func (s *Spool) open() {
 	for _, e := range recovered {
 		s.insertLocked(e)
 	}
-	s.deadCount = s.countDead()
+	s.deadCount, s.deadBytes = s.countDead()
 	n, _ := rep.QuarantinedRegions()
 	s.c.quarantined.Add(uint64(n))
 	s.c.missingSegments.Add(uint64(len(rep.Missing)))
@@ -658,16 +671,113 @@ func (s *Spool) Close() error {
 
 func (s *Spool) deadDir() string { return filepath.Join(s.opts.Dir, "dead") }
 
-func (s *Spool) countDead() int {
+func (s *Spool) countDead() (n int, bytes int64) {
 	es, err := os.ReadDir(s.deadDir())
 	if err != nil {
-		return 0
+		return 0, 0
 	}
-	n := 0
 	for _, e := range es {
 		if strings.HasSuffix(e.Name(), ".json") {
 			n++
 		}
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+			bytes += fi.Size()
+		}
 	}
-	return n
+	return n, bytes
+}
+
+// trimDead applies the dead-letter bound now (after a restart or a lowered
+// limit; Run calls it on its tick).
+func (s *Spool) trimDead() {
+	s.deadMu.Lock()
+	defer s.deadMu.Unlock()
+	s.trimDeadLocked()
+}
+
+// trimDeadLocked deletes the oldest dead letters once dead/ holds more than
+// Limits.DeadLetterBytes, down to nine tenths of it (so a steady stream of
+// refusals does not rescan the directory for every message). Files in dead/
+// without a listing entry (a crash between the two writes) go first. The
+// caller holds deadMu, so no dead letter is half written meanwhile.
+func (s *Spool) trimDeadLocked() {
+	lim := s.limits.Load().DeadLetterBytes
+	s.mu.Lock()
+	over := s.deadBytes > lim
+	s.mu.Unlock()
+	if !over {
+		return
+	}
+	dir := s.deadDir()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	type letter struct {
+		id    string
+		at    time.Time // of the listing entry; zero for an orphan payload
+		bytes int64
+		gone  bool
+	}
+	byID := map[string]*letter{}
+	for _, e := range es {
+		name := e.Name()
+		id, ext := strings.TrimSuffix(name, filepath.Ext(name)), filepath.Ext(name)
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() || (ext != ".json" && ext != ".msg") {
+			continue
+		}
+		l := byID[id]
+		if l == nil {
+			l = &letter{id: id}
+			byID[id] = l
+		}
+		l.bytes += fi.Size()
+		if ext == ".json" {
+			l.at = fi.ModTime()
+		}
+	}
+	letters := make([]*letter, 0, len(byID))
+	var total int64
+	for _, l := range byID {
+		letters = append(letters, l)
+		total += l.bytes
+	}
+	// Orphans (zero time) first, then oldest first; ids break ties.
+	sort.Slice(letters, func(i, j int) bool {
+		if !letters[i].at.Equal(letters[j].at) {
+			return letters[i].at.Before(letters[j].at)
+		}
+		return letters[i].id < letters[j].id
+	})
+	goal := lim / 10 * 9
+	n, freed := 0, int64(0)
+	for _, l := range letters {
+		if total-freed <= goal {
+			break
+		}
+		// The listing entry first: a crash in between leaves an orphan
+		// payload, which the next trim removes.
+		_ = os.Remove(filepath.Join(dir, l.id+".json"))
+		_ = os.Remove(filepath.Join(dir, l.id+".msg"))
+		l.gone = true
+		freed += l.bytes
+		if !l.at.IsZero() {
+			n++
+		}
+	}
+	kept := 0
+	for _, l := range letters {
+		if !l.gone && !l.at.IsZero() {
+			kept++
+		}
+	}
+	s.mu.Lock()
+	s.deadCount, s.deadBytes = kept, total-freed // the scan is exact: deadMu is held
+	s.mu.Unlock()
+	if n > 0 {
+		s.c.deadDeleted.Add(uint64(n))
+		s.emit(events.OtherError, fmt.Sprintf("spool: deleted the %d oldest dead letters (spool.dead_letter_max_bytes)", n),
+			events.Int(keyDropped, int64(n)), events.Int(keyBytes, freed), events.Str(events.KeyReason, "dead_letter_max_bytes"))
+	}
 }

@@ -645,3 +645,84 @@ func TestCorruptRecordQuarantined(t *testing.T) {
 		t.Fatalf("quarantine files %v", q)
 	}
 }
+
+// TestDeadLetterBound: a receiver that refuses everything turns every
+// message into a dead letter. The dead-letter area stays within its bound by
+// deleting the oldest (an orphan payload from a crash first), keeps the
+// newest listed and readable, and counts and reports what it deleted.
+func TestDeadLetterBound(t *testing.T) {
+	const bound = 16 << 10
+	f := newFixture(t, false, func(o *Options) { o.Limits.DeadLetterBytes = bound })
+	f.rcv.setRespond(func(*http.Request, int) (int, http.Header) { return 400, nil })
+	dead := filepath.Join(f.sp.opts.Dir, "dead")
+	if err := os.MkdirAll(dead, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	orphan := filepath.Join(dead, "orphan.msg") // a payload whose listing entry a crash lost
+	if err := os.WriteFile(orphan, make([]byte, 2048), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	ids := make([]string, n)
+	for i := range ids {
+		code, id, _ := f.submit(f.dest(fmt.Sprintf("/refused/%d", i)), bytes.Repeat([]byte{'x'}, 1024), nil)
+		if code != 202 {
+			t.Fatalf("submission %d: %d", i, code)
+		}
+		ids[i] = id
+	}
+	f.startRun()
+	waitFor(t, "all dead-lettered", 20*time.Second, func() bool { return f.sp.c.deadLettered.Load() == n })
+
+	var total int64
+	listed := 0
+	es, _ := os.ReadDir(dead)
+	for _, e := range es {
+		fi, _ := e.Info()
+		total += fi.Size()
+		if strings.HasSuffix(e.Name(), ".json") {
+			listed++
+		}
+	}
+	if total > bound {
+		t.Fatalf("dead/ holds %d bytes, bound %d", total, bound)
+	}
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Fatalf("orphan payload still there: %v", err)
+	}
+	st := f.sp.Status()
+	if st.DeadLetters != listed || st.DeadLetterBytes != total {
+		t.Fatalf("status says %d letters, %d bytes; dead/ has %d, %d", st.DeadLetters, st.DeadLetterBytes, listed, total)
+	}
+	if st.DeadDeleted == 0 || int(st.DeadDeleted)+listed != n {
+		t.Fatalf("deleted %d + kept %d != %d", st.DeadDeleted, listed, n)
+	}
+	// The newest are the ones kept, each with its payload.
+	var dl struct {
+		DeadLetters []DeadLetter `json:"dead_letters"`
+	}
+	f.getJSON(PathDead, &dl)
+	keep := map[string]bool{}
+	for _, id := range ids[n-listed:] {
+		keep[id] = true
+	}
+	for _, d := range dl.DeadLetters {
+		if !keep[d.ID] {
+			t.Fatalf("kept %s, which is not among the %d newest", d.ID, listed)
+		}
+		if _, err := os.Stat(filepath.Join(dead, d.ID+".msg")); err != nil {
+			t.Fatalf("dead letter %s lost its payload: %v", d.ID, err)
+		}
+	}
+	if len(dl.DeadLetters) != listed {
+		t.Fatalf("listed %d, files %d", len(dl.DeadLetters), listed)
+	}
+	var m bytes.Buffer
+	f.sp.WriteMetrics(&m)
+	if !strings.Contains(m.String(), fmt.Sprintf("storegate_spool_dead_letters_deleted_total %d\n", st.DeadDeleted)) {
+		t.Fatalf("metrics:\n%s", m.String())
+	}
+	if !f.ev.said(events.OtherError, "oldest dead letters (spool.dead_letter_max_bytes)") {
+		t.Fatal("no event for the deleted dead letters")
+	}
+}
