@@ -41,6 +41,7 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"relay creds in url", "version: 1\nrelay_proxy: {address: \"http://u:p@h:3128\"}\n", `relay_proxy.address: put credentials`},
 		{"two docs", "version: 1\n---\nversion: 1\n", `more than one YAML document`},
 		{"syntax", "version: 1\nallowed_hosts: [a\n", `x.yaml`},
+		{"dead letters too small", "version: 1\nspool:\n  dead_letter_max_bytes: 1KiB\n", `x.yaml:3: spool.dead_letter_max_bytes: 1KiB is too small; at least 64KiB`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
