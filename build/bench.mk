@@ -17,6 +17,7 @@ bench-deps: ## install tinyproxy and squid for bench-peers (as root) and stop th
 bench-peers: bench-deps ## storegate vs direct, tinyproxy and squid side by side (QUICK=1, REPS=N)
 	@mkdir -p build/out
 	$(GO) build -o build/out/storegate-bench ./build/bench
+	$(GO) build -o build/out/go-relay ./build/bench/relay
 	@if $(MAKE) --no-print-directory build; then sg=bin/storegate; \
 	else echo "bench-peers: make build failed; storegate will be skipped" >&2; sg=""; fi; \
 	set -x; build/out/storegate-bench -storegate "$$sg" \

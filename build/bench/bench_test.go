@@ -194,6 +194,7 @@ func TestFormatTable(t *testing.T) {
 	put(subjStoregate, "bulk_down_1", 3000)
 	put(subjTinyproxy, "bulk_down_1", 1500)
 	put(subjSquid, "bulk_down_1", 1000)
+	put(subjRelay, "bulk_down_1", 2400)
 	put(subjStoregate, "bulk_up_1", 100)
 	put(subjStoregate, "rate_tls", 200)
 	put(subjInspect, "rate_tls", 100)
@@ -204,7 +205,7 @@ func TestFormatTable(t *testing.T) {
 	formatTable(&buf, tableRows([]int{1000}), med)
 	out := buf.String()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if !strings.HasPrefix(lines[0], "metric") || !strings.Contains(lines[0], "sg/squid") {
+	if !strings.HasPrefix(lines[0], "metric") || !strings.Contains(lines[0], "sg/squid") || !strings.Contains(lines[0], "sg/relay") {
 		t.Fatalf("header = %q", lines[0])
 	}
 	find := func(prefix string) []string {
@@ -221,7 +222,7 @@ func TestFormatTable(t *testing.T) {
 	if len(bulk) != 1 {
 		t.Fatalf("bulk rows = %q\n%s", bulk, out)
 	}
-	for _, want := range []string{"4000", "3000", "1500", "1000", "0.75x", "2.00x", "3.00x", "higher"} {
+	for _, want := range []string{"4000", "3000", "1500", "1000", "2400", "0.75x", "2.00x", "3.00x", "1.25x", "higher"} {
 		if !strings.Contains(bulk[0], want) {
 			t.Errorf("bulk row %q lacks %q", bulk[0], want)
 		}
@@ -245,7 +246,7 @@ func TestFormatTable(t *testing.T) {
 	if len(up) != 1 {
 		t.Fatalf("bulk up rows = %q\n%s", up, out)
 	}
-	if f := strings.Fields(strings.TrimPrefix(up[0], "bulk up, 1 tunnel(s), MB/s")); strings.Join(f, " ") != "- 100.0 - - - - - higher" {
+	if f := strings.Fields(strings.TrimPrefix(up[0], "bulk up, 1 tunnel(s), MB/s")); strings.Join(f, " ") != "- 100.0 - - - - - - - higher" {
 		t.Errorf("row with only storegate = %q, want dashes for the missing figures and ratios", f)
 	}
 }
@@ -318,7 +319,7 @@ func TestParseOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if full.reps != 3 || len(full.tunnels) != 2 || full.tunnels[0] != 1000 || len(full.subjects) != 5 {
+	if full.reps != 3 || len(full.tunnels) != 2 || full.tunnels[0] != 1000 || len(full.subjects) != 6 {
 		t.Fatalf("full options = %+v", full)
 	}
 	for _, bad := range [][]string{{"-reps", "0"}, {"-tunnels", "x"}, {"-subjects", "nginx"}, {"-clients", "0"}, {"extra"}} {

@@ -134,7 +134,7 @@ func tableRows(levels []int) []row {
 // formatTable prints the medians with one column per subject and the
 // storegate ratios. Missing figures print as "-".
 func formatTable(w io.Writer, rows []row, med map[key]measurement) {
-	cols := []string{subjDirect, subjStoregate, subjTinyproxy, subjSquid}
+	cols := []string{subjDirect, subjStoregate, subjTinyproxy, subjSquid, subjRelay}
 	get := func(subject, metric string) float64 {
 		if m, ok := med[key{subject, metric}]; ok {
 			return m.Value
@@ -145,8 +145,8 @@ func formatTable(w io.Writer, rows []row, med map[key]measurement) {
 	for _, r := range rows {
 		labelW = max(labelW, len(r.label))
 	}
-	header := fmt.Sprintf("%-*s %10s %10s %10s %10s  %9s %9s %9s  %s", labelW, "metric",
-		"direct", "storegate", "tinyproxy", "squid", "sg/direct", "sg/tiny", "sg/squid", "better")
+	header := fmt.Sprintf("%-*s %10s %10s %10s %10s %10s  %9s %9s %9s %9s  %s", labelW, "metric",
+		"direct", "storegate", "tinyproxy", "squid", "go-relay", "sg/direct", "sg/tiny", "sg/squid", "sg/relay", "better")
 	fmt.Fprintln(w, header)
 	fmt.Fprintln(w, strings.Repeat("-", len(header)))
 	for _, r := range rows {
@@ -167,14 +167,15 @@ func formatTable(w io.Writer, rows []row, med map[key]measurement) {
 		if r.higher {
 			better = "higher"
 		}
-		line := fmt.Sprintf("%-*s %10s %10s %10s %10s", labelW, r.label,
-			num(vals[0]), num(vals[1]), num(vals[2]), num(vals[3]))
+		line := fmt.Sprintf("%-*s %10s %10s %10s %10s %10s", labelW, r.label,
+			num(vals[0]), num(vals[1]), num(vals[2]), num(vals[3]), num(vals[4]))
 		if r.count {
 			fmt.Fprintln(w, line)
 			continue
 		}
-		fmt.Fprintf(w, "%s  %9s %9s %9s  %s\n", line,
-			ratioStr(ratio(vals[1], vals[0])), ratioStr(ratio(vals[1], vals[2])), ratioStr(ratio(vals[1], vals[3])), better)
+		fmt.Fprintf(w, "%s  %9s %9s %9s %9s  %s\n", line,
+			ratioStr(ratio(vals[1], vals[0])), ratioStr(ratio(vals[1], vals[2])), ratioStr(ratio(vals[1], vals[3])),
+			ratioStr(ratio(vals[1], vals[4])), better)
 	}
 }
 

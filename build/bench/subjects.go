@@ -25,6 +25,7 @@ const (
 	subjInspect   = "storegate-inspect" // TLS inspection on
 	subjTinyproxy = "tinyproxy"
 	subjSquid     = "squid"
+	subjRelay     = "go-relay" // the floor: a minimal Go CONNECT relay (build/bench/relay)
 )
 
 // subject is one party under test: a proxy process we started (or the
@@ -132,6 +133,11 @@ func (l *launcher) start(ctx context.Context, name string, rep int) *subject {
 		conf = storegatePolicy(dir, ports[0], ports[1], l.upstreamPorts, s.inspect, l.maxTunnels+256)
 		args = []string{"run", "--policy", filepath.Join(dir, confName)}
 		s.eventLog = filepath.Join(dir, "stderr.log")
+	case subjRelay:
+		// It reads only listen_port from storegate's policy.
+		confName = "policy.yaml"
+		conf = storegatePolicy(dir, ports[0], ports[1], l.upstreamPorts, false, l.maxTunnels+256)
+		args = []string{"--policy", filepath.Join(dir, confName)}
 	case subjTinyproxy:
 		confName = "tinyproxy.conf"
 		conf = tinyproxyConfig(dir, ports[0], l.upstreamPorts, l.maxTunnels+64)
