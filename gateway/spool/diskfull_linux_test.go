@@ -3,6 +3,8 @@
 package spool
 
 import (
+	"bytes"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -11,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/storegate/storegate/gateway/events"
+	"golang.org/x/sys/unix"
 )
 
 // TestDiskFull runs the spool on a 2 MiB tmpfs: when it fills, submissions
@@ -80,4 +85,92 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal("write errors not counted")
 	}
 	t.Logf("%d messages acknowledged around a full disk, all delivered", len(acked))
+}
+
+// setImmutable sets or clears a file's immutable flag (chattr +i), which
+// makes unlinking it fail even for root.
+func setImmutable(path string, on bool) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	flags, err := unix.IoctlGetInt(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		return err
+	}
+	const immutable = 0x10 // FS_IMMUTABLE_FL
+	if on {
+		flags |= immutable
+	} else {
+		flags &^= immutable
+	}
+	return unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, flags)
+}
+
+// TestDeadLetterTrimDiskError: the oldest dead letter's listing entry cannot
+// be deleted (a disk error). The trim keeps that letter whole (listing and
+// payload), deletes the newer ones instead, counts each deletion once, reports
+// the error once however often it retries, and its figures match the disk.
+func TestDeadLetterTrimDiskError(t *testing.T) {
+	f := newFixture(t, false, func(o *Options) { o.Limits.DeadLetterBytes = 1 << 20 })
+	f.rcv.setRespond(func(*http.Request, int) (int, http.Header) { return 400, nil })
+	const n = 10
+	ids := make([]string, n)
+	for i := range ids {
+		code, id, _ := f.submit(f.dest(fmt.Sprintf("/refused/%d", i)), bytes.Repeat([]byte{'x'}, 1024), nil)
+		if code != 202 {
+			t.Fatalf("submission %d: %d", i, code)
+		}
+		ids[i] = id
+	}
+	f.startRun()
+	waitFor(t, "all dead-lettered", 20*time.Second, func() bool { return f.sp.c.deadLettered.Load() == n })
+	f.stopRun()
+
+	dead := filepath.Join(f.sp.opts.Dir, "dead")
+	stuck := filepath.Join(dead, ids[0]+".json")
+	if err := setImmutable(stuck, true); err != nil {
+		t.Skipf("cannot make a file undeletable here: %v", err)
+	}
+	t.Cleanup(func() { setImmutable(stuck, false) })
+	onDisk := func() (listed int, total int64) {
+		es, err := os.ReadDir(dead)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			fi, _ := e.Info()
+			total += fi.Size()
+			if strings.HasSuffix(e.Name(), ".json") {
+				listed++
+			}
+		}
+		return listed, total
+	}
+	l := *f.sp.limits.Load()
+	l.DeadLetterBytes = 1 // only the undeletable letter can stay, and it is over the bound
+	if err := f.sp.SetLimits(l); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // again and again, as Run's tick does while the disk fails
+		f.sp.trimDead()
+	}
+
+	for _, ext := range []string{".json", ".msg"} {
+		if _, err := os.Stat(filepath.Join(dead, ids[0]+ext)); err != nil {
+			t.Fatalf("the undeletable letter lost its %s: %v", ext, err)
+		}
+	}
+	listed, total := onDisk()
+	st := f.sp.Status()
+	if st.DeadLetters != listed || st.DeadLetterBytes != total {
+		t.Fatalf("status says %d letters, %d bytes; dead/ has %d, %d", st.DeadLetters, st.DeadLetterBytes, listed, total)
+	}
+	if listed != 1 || st.DeadDeleted != n-1 {
+		t.Fatalf("deleted %d, kept %d; want %d and the undeletable one", st.DeadDeleted, listed, n-1)
+	}
+	if c := f.ev.countSaid(events.OtherError, "cannot delete old dead letters"); c != 1 {
+		t.Fatalf("%d events for the failing deletion, want 1", c)
+	}
 }

@@ -247,6 +247,19 @@ func (l *eventLog) said(id events.ID, sub string) bool {
 	return false
 }
 
+// countSaid counts the events with this ID whose message contains sub.
+func (l *eventLog) countSaid(id events.ID, sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for i, x := range l.ids {
+		if x == id && strings.Contains(l.msgs[i], sub) {
+			n++
+		}
+	}
+	return n
+}
+
 func (l *eventLog) count(id events.ID) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -218,11 +219,12 @@ type Spool struct {
 	finOrder  []msgID
 	deadCount int
 	deadBytes int64 // bytes of the files in dead/
+	runCtx    context.Context
+	workers   sync.WaitGroup
+	closed    bool
 
-	deadMu  sync.Mutex // serialises writing and trimming dead/
-	runCtx  context.Context
-	workers sync.WaitGroup
-	closed  bool
+	deadMu  sync.Mutex // serialises writing and trimming dead/; taken before mu
+	trimErr string     // the last error trimming dead/ reported (deadMu)
 }
 
 // New opens the spool in opts.Dir, recovering what it finds there. It fails
@@ -332,6 +334,10 @@ func (s *Spool) open() {
 				id: id, origin: origin, pos: pos, size: int64(len(payload)), submitted: m.Submitted.UnixNano(),
 			})
 		})
+	// It writes dead letters for undecodable records: deadMu first, as
+	// deadLetter takes them, so a trim never sees one half written.
+	s.deadMu.Lock()
+	defer s.deadMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -346,7 +352,6 @@ func (s *Spool) open() {
 	for _, e := range recovered {
 		s.insertLocked(e)
 	}
-	s.deadCount, s.deadBytes = s.countDead()
 	n, _ := rep.QuarantinedRegions()
 	s.c.quarantined.Add(uint64(n))
 	s.c.missingSegments.Add(uint64(len(rep.Missing)))
@@ -362,6 +367,7 @@ func (s *Spool) open() {
 		s.emit(events.OtherError, "spool recovery: a record could not be decoded; kept as a dead letter",
 			events.Int(keySegment, int64(pos.Seg)), events.Int(keyOffset, pos.Off))
 	}
+	s.deadCount, s.deadBytes = s.countDead() // with the ones just written
 	s.emit(events.Info, fmt.Sprintf("spool open: %d messages waiting", s.depth),
 		events.Str(events.KeyPath, s.opts.Dir), events.Int(keyDepth, int64(s.depth)), events.Int(keyBytes, s.bytes))
 }
@@ -711,13 +717,15 @@ func (s *Spool) trimDeadLocked() {
 	dir := s.deadDir()
 	es, err := os.ReadDir(dir)
 	if err != nil {
+		s.trimFailed(err)
 		return
 	}
 	type letter struct {
-		id    string
-		at    time.Time // of the listing entry; zero for an orphan payload
-		bytes int64
-		gone  bool
+		id      string
+		at      time.Time // of the listing entry; zero for an orphan payload
+		bytes   int64
+		listing int64 // bytes of the listing entry
+		gone    bool  // the listing entry was removed
 	}
 	byID := map[string]*letter{}
 	for _, e := range es {
@@ -734,7 +742,7 @@ func (s *Spool) trimDeadLocked() {
 		}
 		l.bytes += fi.Size()
 		if ext == ".json" {
-			l.at = fi.ModTime()
+			l.at, l.listing = fi.ModTime(), fi.Size()
 		}
 	}
 	letters := make([]*letter, 0, len(byID))
@@ -752,19 +760,29 @@ func (s *Spool) trimDeadLocked() {
 	})
 	goal := lim / 10 * 9
 	n, freed := 0, int64(0)
+	var fault error
 	for _, l := range letters {
 		if total-freed <= goal {
 			break
 		}
 		// The listing entry first: a crash in between leaves an orphan
-		// payload, which the next trim removes.
-		_ = os.Remove(filepath.Join(dir, l.id+".json"))
-		_ = os.Remove(filepath.Join(dir, l.id+".msg"))
-		l.gone = true
-		freed += l.bytes
+		// payload, which the next trim removes. A listing entry that cannot
+		// be removed keeps its payload, so a listed letter never loses it;
+		// only what is really gone is counted.
 		if !l.at.IsZero() {
+			if err := os.Remove(filepath.Join(dir, l.id+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				fault = err
+				continue
+			}
+			l.gone = true
+			freed += l.listing
 			n++
 		}
+		if err := os.Remove(filepath.Join(dir, l.id+".msg")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			fault = err // an orphan payload now; the next trim tries again
+			continue
+		}
+		freed += l.bytes - l.listing
 	}
 	kept := 0
 	for _, l := range letters {
@@ -775,9 +793,25 @@ func (s *Spool) trimDeadLocked() {
 	s.mu.Lock()
 	s.deadCount, s.deadBytes = kept, total-freed // the scan is exact: deadMu is held
 	s.mu.Unlock()
+	if fault != nil {
+		s.trimFailed(fault)
+	} else {
+		s.trimErr = ""
+	}
 	if n > 0 {
 		s.c.deadDeleted.Add(uint64(n))
 		s.emit(events.OtherError, fmt.Sprintf("spool: deleted the %d oldest dead letters (spool.dead_letter_max_bytes)", n),
 			events.Int(keyDropped, int64(n)), events.Int(keyBytes, freed), events.Str(events.KeyReason, "dead_letter_max_bytes"))
 	}
+}
+
+// trimFailed reports an error trimming dead/ (a read-only or failing disk)
+// once, not on every tick it persists. The caller holds deadMu.
+func (s *Spool) trimFailed(err error) {
+	if err.Error() == s.trimErr {
+		return
+	}
+	s.trimErr = err.Error()
+	s.emit(events.OtherError, "spool: cannot delete old dead letters (spool.dead_letter_max_bytes)",
+		events.Str(events.KeyPath, s.deadDir()), events.Str(events.KeyError, err.Error()))
 }

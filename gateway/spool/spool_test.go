@@ -21,6 +21,7 @@ import (
 
 	"github.com/storegate/storegate/gateway/events"
 	"github.com/storegate/storegate/gateway/link"
+	"github.com/storegate/storegate/gateway/spool/queue"
 )
 
 type fixture struct {
@@ -724,5 +725,35 @@ func TestDeadLetterBound(t *testing.T) {
 	}
 	if !f.ev.said(events.OtherError, "oldest dead letters (spool.dead_letter_max_bytes)") {
 		t.Fatal("no event for the deleted dead letters")
+	}
+}
+
+// TestUndecodableRecordCountedAsDeadLetter: recovery turns a record it cannot
+// decode into a dead letter; the status counts it from the start.
+func TestUndecodableRecordCountedAsDeadLetter(t *testing.T) {
+	dir := t.TempDir()
+	lg, _, err := queue.Open(dir, queue.Options{}, func(queue.Pos, []byte) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lg.Append(context.Background(), []byte("not a message")); err != nil {
+		t.Fatal(err)
+	}
+	if err := lg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, false, func(o *Options) { o.Dir = dir })
+	es, err := os.ReadDir(filepath.Join(dir, "dead"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, e := range es {
+		fi, _ := e.Info()
+		total += fi.Size()
+	}
+	st := f.sp.Status()
+	if total == 0 || st.DeadLetters != 1 || st.DeadLetterBytes != total {
+		t.Fatalf("status says %d dead letters, %d bytes; dead/ has %d files, %d bytes", st.DeadLetters, st.DeadLetterBytes, len(es), total)
 	}
 }
