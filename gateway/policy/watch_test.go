@@ -179,8 +179,6 @@ func (r *evRec) Emit(id events.ID, msg string, fields ...events.Field) {
 	r.evs = append(r.evs, string(rune('0'+id/100))+" "+b.String())
 }
 
-// TestReloaderSummaryAndRefusal: a reload's event says what changed, never
-// a secret; a refusal names file, line and key and keeps the snapshot.
 // TestSummaryNamesStartOnlyKeys: a change a reload cannot put in force says
 // so; its neighbours do not.
 func TestSummaryNamesStartOnlyKeys(t *testing.T) {
@@ -221,6 +219,8 @@ func TestSummaryNamesStartOnlyKeys(t *testing.T) {
 	}
 }
 
+// TestReloaderSummaryAndRefusal: a reload's event says what changed, never
+// a secret; a refusal names file, line and key and keeps the snapshot.
 func TestReloaderSummaryAndRefusal(t *testing.T) {
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pw")
