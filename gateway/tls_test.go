@@ -307,3 +307,31 @@ func TestFrontedHelloNeverReachesUpstream(t *testing.T) {
 		t.Fatal("the upstream connection was not closed")
 	}
 }
+
+// TestOpenSSLToIPLiteral: openssl s_client -connect IP:port puts the address
+// in SNI (RFC 6066 does not allow it, but it names exactly the host): the
+// gateway lets that through, and refuses an SNI naming another address.
+func TestOpenSSLToIPLiteral(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatal("openssl is required (make test-deps installs it)")
+	}
+	pki := newPKI(t, "tls.example")
+	port := tlsUpstream(t, pki, "x")
+	gw := startGW(t, fmt.Sprintf("allowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\n", port), nil)
+	run := func(extra ...string) (string, error) {
+		args := append([]string{"s_client", "-proxy", gw.addr, "-connect", fmt.Sprintf("127.0.0.1:%d", port), "-tls1_3"}, extra...)
+		cmd := exec.Command(openssl, args...)
+		cmd.Stdin = strings.NewReader("Q\n")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(); err != nil || !strings.Contains(out, "TLSv1.3") {
+		t.Fatalf("openssl to the IP literal: %v\n%s", err, out)
+	}
+	gw.rec.waitFor(t, events.TLSVerified, map[string]string{events.KeySNI: "127.0.0.1"})
+	if out, err := run("-servername", "127.0.0.2"); err == nil && strings.Contains(out, "TLSv1.3") {
+		t.Fatalf("an SNI naming another address got through:\n%s", out)
+	}
+	gw.rec.waitFor(t, events.NotAllowed, map[string]string{events.KeySNI: "127.0.0.2"})
+}

@@ -134,15 +134,18 @@ func ErrorDecision(err error) Decision {
 
 // SNIMatches reports whether a ClientHello's server name fits the CONNECT
 // host: equal ignoring case and a trailing dot. No SNI matches any host (the
-// server then picks by address, so nothing is fronted); an SNI never matches
-// an IP-literal host, as RFC 6066 forbids addresses in SNI.
+// server then picks by address, so nothing is fronted). For an IP-literal
+// host only that same address matches: RFC 6066 allows no addresses in SNI,
+// but some clients (openssl s_client) send one, and it names exactly the
+// host, while a name there could front another site.
 func SNIMatches(sni, host string) bool {
 	if sni == "" {
 		return true
 	}
 	host = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), ".")
-	if _, err := netip.ParseAddr(host); err == nil {
-		return false
+	if a, err := netip.ParseAddr(host); err == nil {
+		b, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(sni, "["), "]"))
+		return err == nil && a.Unmap() == b.Unmap()
 	}
 	return strings.EqualFold(strings.TrimSuffix(sni, "."), host)
 }
