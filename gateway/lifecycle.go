@@ -53,7 +53,7 @@ func listenAddrs(f *policy.File) map[string]string {
 // at once; open tunnels keep running (see Reload.Established).
 func (s *Server) Apply(snap *policy.Snapshot) error {
 	want := listenAddrs(snap.File)
-	tlsCfg, err := s.listenerTLS(snap)
+	tlsCfg, err := listenerTLS(snap)
 	if err != nil {
 		return err
 	}
@@ -268,8 +268,23 @@ func (s *Server) isSelf(ap netip.AddrPort) bool {
 	return ss != nil && ss.has(ap)
 }
 
+// CheckFiles loads the certificates, keys and CA files a policy names (the
+// TLS listener's, the relay's, tls.ca_file) as putting it in force would, so
+// `storegate policy check` and the management commands refuse a policy that
+// `run` or a reload would refuse. Errors name the policy key.
+func CheckFiles(snap *policy.Snapshot) error {
+	if _, err := listenerTLS(snap); err != nil {
+		return err
+	}
+	if _, err := loadRelayTLS(snap); err != nil {
+		return err
+	}
+	_, err := SystemRoots(snap)
+	return err
+}
+
 // listenerTLS loads the TLS listener's certificate and client CA.
-func (s *Server) listenerTLS(snap *policy.Snapshot) (*tls.Config, error) {
+func listenerTLS(snap *policy.Snapshot) (*tls.Config, error) {
 	l := snap.File.TLSListener
 	if l.Port == 0 {
 		return nil, nil

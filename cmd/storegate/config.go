@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/storegate/storegate/gateway"
 	"github.com/storegate/storegate/gateway/policy"
 )
 
@@ -141,7 +142,10 @@ func editPolicy(path string, s stdio, change func(d *policy.Doc) ([]string, erro
 	f, err := policy.Parse(out, path)
 	if err == nil {
 		if f.RelayProxy.PasswordFile == "" || before == nil {
-			_, err = policy.Compile(f, out, path, time.Now())
+			var snap *policy.Snapshot
+			if snap, err = policy.Compile(f, out, path, time.Now()); err == nil {
+				err = gateway.CheckFiles(snap)
+			}
 		}
 	}
 	if err != nil {

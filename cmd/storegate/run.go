@@ -156,6 +156,9 @@ func cmdPolicy(_ context.Context, args []string, s stdio) int {
 			return 2
 		}
 		snap, err := policy.Load(args[1], time.Now())
+		if err == nil {
+			err = gateway.CheckFiles(snap) // what run would refuse at start
+		}
 		if err != nil {
 			fmt.Fprintln(s.Err, err)
 			return 1

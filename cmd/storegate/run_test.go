@@ -217,6 +217,27 @@ func TestPolicyCommands(t *testing.T) {
 	if !strings.Contains(errb.String(), "bad.yaml:4: limits.max_conections: unknown key") {
 		t.Fatalf("policy check message: %q", errb.String())
 	}
+	// A file the policy names that run could not load fails the check too,
+	// as it would fail run at start.
+	nocert := filepath.Join(dir, "nocert.yaml")
+	os.WriteFile(nocert, []byte("version: 1\ntls_listener: {port: 8443, cert_file: "+filepath.Join(dir, "missing.pem")+", key_file: "+filepath.Join(dir, "missing.key")+"}\n"), 0o644)
+	errb.Reset()
+	if code := dispatch(context.Background(), []string{"policy", "check", nocert}, stdio{Out: io.Discard, Err: &errb}); code == 0 {
+		t.Fatal("policy check accepted a TLS listener whose certificate does not exist")
+	}
+	if !strings.Contains(errb.String(), "tls_listener.cert_file") || !strings.Contains(errb.String(), "missing.pem") {
+		t.Fatalf("policy check message: %q", errb.String())
+	}
+	errb.Reset()
+	if code := dispatch(context.Background(), []string{"config", "set", "tls.ca_file", filepath.Join(dir, "nothing.pem"), "--policy", good}, stdio{Out: io.Discard, Err: &errb}); code == 0 {
+		t.Fatal("config set accepted a tls.ca_file that does not exist")
+	}
+	if !strings.Contains(errb.String(), "tls.ca_file") || !strings.Contains(errb.String(), "nothing.pem") {
+		t.Fatalf("config set message: %q", errb.String())
+	}
+	if b, _ := os.ReadFile(good); !bytes.Equal(b, out.Bytes()) {
+		t.Fatal("a refused config set changed the file")
+	}
 	out.Reset()
 	dispatch(context.Background(), []string{"policy", "presets"}, stdio{Out: &out, Err: io.Discard})
 	for _, want := range []string{"log-analytics", "*.ods.opinsights.azure.com", "automation-westeurope", "we-jobruntimedata-prod-su1.azure-automation.net", "ncus-agentservice-prod-1.azure-automation.net"} {
