@@ -521,3 +521,33 @@ func TestBulkIntegrity(t *testing.T) {
 		t.Fatalf("summary counts %v", e.fields)
 	}
 }
+
+// TestShutdownDuringInspection: a tunnel cut by shutdown while its handshake
+// is still being read is the gateway's doing: no error event blames the
+// client or the network for it.
+func TestShutdownDuringInspection(t *testing.T) {
+	echo := echoServer(t)
+	gw := startGW(t, fmt.Sprintf("allowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: true, handshake_timeout: 30s}\n", echo), nil)
+	c, _ := openTunnel(t, gw.addr, fmt.Sprintf("127.0.0.1:%d", echo))
+	io.WriteString(c, "\x16\x03\x01") // the start of a record header, then nothing
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if cut := gw.srv.Shutdown(ctx); cut != 1 {
+		t.Fatalf("cut %d tunnels, want 1", cut)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.ReadAll(c) // the client sees the tunnel end
+	// The connection's goroutine has finished (and said whatever it says)
+	// once the gateway no longer counts it.
+	deadline := time.Now().Add(5 * time.Second)
+	for gw.srv.Counters().ActiveClientConnections != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	gw.rec.mu.Lock()
+	defer gw.rec.mu.Unlock()
+	for _, e := range gw.rec.evs {
+		if e.id == events.OtherError || e.id == events.NetworkError {
+			t.Fatalf("event %d after a cut at shutdown: %s %v", e.id, e.msg, e.fields)
+		}
+	}
+}

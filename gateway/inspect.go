@@ -45,6 +45,12 @@ func (s *Server) inspect(cc *clientConn, up net.Conn, snap *policy.Snapshot, hos
 	res, err := tlspeek.Inspect(cc.c, up, cfg) // cfg.Timeout bounds it: no context, timer or watcher per tunnel
 	target := net.JoinHostPort(host, strconv.Itoa(port))
 	var d tlspeek.Decision
+	if err != nil && errors.Is(err, net.ErrClosed) {
+		// The gateway itself closed the tunnel (shutdown, a reload with
+		// reload.established: close, the idle sweep), which reports it: the
+		// client did nothing wrong and the handshake did not fail.
+		return res.BytesUp, res.BytesDown, false
+	}
 	if err != nil {
 		var te *tlspeek.Error
 		if cfg.AllowNotTLS && errors.As(err, &te) && te.Kind == tlspeek.KindNotTLS {
