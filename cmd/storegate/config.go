@@ -222,6 +222,7 @@ func configGet(path, key string, s stdio) int {
 	if f.RelayProxy.Password != "" {
 		f.RelayProxy.Password = "****"
 	}
+	f.Switches() // an unset switch shows the value in force, not null
 	var root yaml.Node
 	if err := root.Encode(f); err != nil {
 		fmt.Fprintln(s.Err, "storegate:", err)

@@ -297,6 +297,13 @@ func TestManagementEndToEnd(t *testing.T) {
 	if code != 0 || strings.TrimSpace(out) != "5s" {
 		t.Fatalf("config get limits.dial_timeout: %d %q", code, out)
 	}
+	// Values as they are in force and as a user writes them: an unset
+	// switch is its default, a duration has no trailing zero units.
+	for key, want := range map[string]string{"tls.inspect": "true", "events.tunnels": "true", "spool.max_age": "72h"} {
+		if code, out, _ = e.run("", "config", "get", key); code != 0 || strings.TrimSpace(out) != want {
+			t.Fatalf("config get %s: %d %q, want %q", key, code, out, want)
+		}
+	}
 
 	// The relay: the password goes in on stdin and never comes out.
 	const secret = "s3cret-Relay-pw"

@@ -169,8 +169,21 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// String writes the duration the way a user would: 72h, 1h30m, 5m, 10s
+// (Go's own form, without the trailing zero units of 72h0m0s).
+func (d Duration) String() string {
+	s := time.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
 // MarshalYAML writes the duration the way a user would.
-func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
 // ByteSize is a size written as "256MiB", "64KiB", "1GB" or plain bytes.
 type ByteSize int64

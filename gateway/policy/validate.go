@@ -342,6 +342,18 @@ func (f *File) fillDefaults() {
 	}
 }
 
+// Switches fills the optional switches a file leaves unset with the values
+// the gateway applies for them (all four default to on), for views of the
+// policy in force such as `storegate config get`.
+func (f *File) Switches() {
+	for _, p := range []**bool{&f.TLS.Inspect, &f.TLS.RequireSNIMatch, &f.Events.Tunnels, &f.Network.DHCP} {
+		if *p == nil {
+			on := true
+			*p = &on
+		}
+	}
+}
+
 // On reports a *bool policy switch with its default.
 func On(b *bool, def bool) bool {
 	if b == nil {

@@ -274,7 +274,7 @@ func scalarString(v reflect.Value) string {
 		}
 		return strconv.FormatBool(*x)
 	case Duration:
-		return x.D().String()
+		return x.String()
 	case ByteSize:
 		return x.String()
 	case string:
