@@ -90,6 +90,8 @@ func swedishTable() [][2]string {
 		{"spool write failed; answering 503 until the disk accepts writes", "skrivningen till spoolen misslyckades; svarar 503 tills disken tar emot skrivningar"},
 		{"spool full: dropped the {} oldest messages (spool.overflow: drop-oldest)", "spoolen är full: kastade de {} äldsta meddelandena (spool.overflow: drop-oldest)"},
 		{"spool: dropped {} messages older than {} (spool.max_age)", "spoolen: kastade {} meddelanden äldre än {} (spool.max_age)"},
+		{"spool: deleted the {} oldest dead letters (spool.dead_letter_max_bytes)", "spoolen: raderade de {} äldsta olevererbara meddelandena (spool.dead_letter_max_bytes)"},
+		{"spool: cannot delete old dead letters (spool.dead_letter_max_bytes)", "spoolen: kan inte radera gamla olevererbara meddelanden (spool.dead_letter_max_bytes)"},
 
 		// Serial console.
 		{"console device not available; retrying", "konsolenheten är inte tillgänglig; försöker igen"},
