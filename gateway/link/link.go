@@ -83,6 +83,8 @@ type Tracker struct {
 	interval    time.Duration // opts.ProbeInterval, then SetTiming's
 	hold        time.Duration // opts.Hold, then SetTiming's
 	recheck     chan struct{} // Recheck's request for a probe now (capacity 1)
+	rechecks    uint64        // Recheck calls so far: a probe outlived by one is stale
+	stopProbe   context.CancelFunc
 }
 
 // Status is a snapshot for /readyz details, the console and the status API.
@@ -122,8 +124,16 @@ func (t *Tracker) SetTiming(probeInterval, hold time.Duration) {
 }
 
 // Recheck makes Run probe now instead of at its next interval: the probe's
-// target changed, so the state it last found may no longer hold.
+// target changed, so the state it last found may no longer hold. A probe in
+// flight is cancelled and its outcome ignored, since it is about the old
+// target.
 func (t *Tracker) Recheck() {
+	t.mu.Lock()
+	t.rechecks++
+	if t.stopProbe != nil {
+		t.stopProbe()
+	}
+	t.mu.Unlock()
 	select {
 	case t.recheck <- struct{}{}:
 	default: // one is pending already
@@ -254,12 +264,21 @@ func (t *Tracker) Run(ctx context.Context) {
 	for {
 		interval, _ := t.timing()
 		pctx, cancel := context.WithTimeout(ctx, max(interval/3, time.Second))
+		t.mu.Lock()
+		gen := t.rechecks
+		t.stopProbe = cancel
+		t.mu.Unlock()
 		err := t.opts.Probe(pctx)
+		t.mu.Lock()
+		stale := t.rechecks != gen
+		t.stopProbe = nil
+		t.mu.Unlock()
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
 		switch {
+		case stale: // Recheck came meanwhile; its pending request probes again
 		case errors.Is(err, ErrNoTarget):
 		case err != nil:
 			for range t.opts.FailuresToDown {

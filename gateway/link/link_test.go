@@ -224,3 +224,48 @@ func TestRecheckAndTiming(t *testing.T) {
 	tr.Recheck()
 	waitState(t, tr, Up)
 }
+
+// TestRecheckDuringProbe: a reload moves the probe to a new target while a
+// probe of the old one is in flight. That probe is cancelled and, whatever it
+// returns, says nothing about the new target: the link never goes down, and
+// the new target's probe brings it up.
+func TestRecheckDuringProbe(t *testing.T) {
+	ev := &evs{}
+	started := make(chan struct{})
+	release := make(chan error, 1)
+	calls := 0
+	probe := func(ctx context.Context) error {
+		calls++ // Run's goroutine only
+		if calls > 1 {
+			return nil // the new target answers
+		}
+		close(started)
+		select {
+		case err := <-release: // the old target fails after all
+			return err
+		case <-ctx.Done():
+			return errors.New("dial tcp 127.0.0.1:9: i/o timeout") // not a context error, as dialers may say
+		}
+	}
+	tr := New(Options{Events: ev, Probe: probe, ProbeInterval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tr.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no probe")
+	}
+	tr.Recheck()
+	release <- errors.New("connect: connection refused") // taken only if the probe was not cancelled
+	waitState(t, tr, Up)
+	for _, id := range ev.list() {
+		if id == events.NetworkError {
+			t.Fatalf("the old target's probe marked the link down: events %v", ev.list())
+		}
+	}
+	if st := tr.Status(); st.Transitions != 1 {
+		t.Fatalf("status %+v, want one transition (to up)", st)
+	}
+}
