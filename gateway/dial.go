@@ -129,7 +129,13 @@ func (s *Server) observe(err error) {
 	if errors.As(err, &ref) {
 		return // a policy decision says nothing about the link
 	}
-	s.cfg.Link.Observe(err)
+	var ue *upstreamError
+	if errors.As(err, &ue) && (ue.what == "host not found" || ue.what == "relay refused" || ue.what == "relay certificate not trusted") {
+		// The DNS or the relay answered, whatever it said: the link works.
+		s.cfg.Link.Observe(nil)
+		return
+	}
+	s.cfg.Link.Observe(err) // the tracker counts refusals and resets as answers too
 }
 
 // dialDirect resolves once, checks every address, and dials exactly the

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -95,14 +96,15 @@ spool: {dir: %q}
 	}
 }
 
-// TestReloadMovesLinkProbeToNewRelay: the store's relay is gone (connection
-// refused), so the link probe finds the uplink down and CONNECTs are answered
-// 503. The policy is edited to name a working relay: the reload alone, with
-// no restart, has the probe check the new relay at once, the link comes up
-// and CONNECTs pass through it.
+// TestReloadMovesLinkProbeToNewRelay: the store's relay no longer answers
+// (connections to it time out), so the link probe finds the uplink down and
+// CONNECTs are answered 503. The policy is edited to name a working relay:
+// the reload alone, with no restart, has the probe check the new relay at
+// once, the link comes up and CONNECTs pass through it.
 func TestReloadMovesLinkProbeToNewRelay(t *testing.T) {
 	relay := fakeRelay(t)
-	ports := freePorts(t, 3) // proxy, admin, and a port nothing listens on: the retired relay
+	retired := blackhole(t)
+	ports := freePorts(t, 2) // proxy, admin
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.yaml")
 	doc := func(relayPort int) []byte {
@@ -114,11 +116,12 @@ allowed_hosts: [cloud.example]
 allowed_ports: [443]
 tls: {inspect: false}
 relay_proxy: {address: "http://127.0.0.1:%d"}
-link: {probe_interval: 1h, hold: 200ms}
+link: {probe_interval: 3s, hold: 200ms}
+limits: {dial_timeout: 500ms}
 spool: {disabled: true}
 `, ports[0], ports[1], relayPort))
 	}
-	if err := os.WriteFile(path, doc(ports[2]), 0o644); err != nil {
+	if err := os.WriteFile(path, doc(retired), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -173,6 +176,43 @@ spool: {disabled: true}
 		t.Fatalf("echo %q, %v", line, err)
 	}
 	c.Close() // before the deferred shutdown, which would wait for the tunnel
+}
+
+// blackhole returns a loopback port where connections time out: a listener
+// with a backlog of 0 whose one queued connection is never accepted, so the
+// kernel drops every further SYN.
+func blackhole(t *testing.T) int {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := sa.(*syscall.SockaddrInet4).Port
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				return port // the queue is full: connections time out now
+			}
+			t.Fatalf("filling the blackhole's queue: %v", err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if i == 8 {
+			t.Fatal("the kernel keeps accepting into a backlog of 0")
+		}
+	}
 }
 
 // fakeRelay is a minimal CONNECT proxy on loopback: it answers 200 to any

@@ -6,11 +6,14 @@ package link
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/storegate/storegate/gateway/events"
@@ -85,7 +88,14 @@ type Tracker struct {
 	recheck     chan struct{} // Recheck's request for a probe now (capacity 1)
 	rechecks    uint64        // Recheck calls so far: a probe outlived by one is stale
 	stopProbe   context.CancelFunc
+	lastTrial   time.Time // when Wait last let a caller through during an outage
 }
+
+// trialEvery is how often Wait lets one caller through during an outage, to
+// try the link with its own dial. Without it an outage would end only by a
+// probe, and with no probe target (no relay, no link.probe_host: the
+// default) it would never end: every CONNECT held, none dialled.
+const trialEvery = time.Second
 
 // Status is a snapshot for /readyz details, the console and the status API.
 type Status struct {
@@ -155,7 +165,7 @@ func (t *Tracker) Observe(err error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err == nil {
+	if err == nil || Answered(err) {
 		t.failures = 0
 		if t.state != Up {
 			t.transition(Up, "")
@@ -217,14 +227,22 @@ func (t *Tracker) Changed() <-chan struct{} {
 
 // Wait returns nil at once unless the link is down; then it holds the caller
 // until the link is up again (nil), the hold time passes (ErrDown), or ctx
-// ends (ctx's error). The CONNECT path calls it before dialling and answers
-// 503 with Retry-After on ErrDown.
+// ends (ctx's error). During an outage one caller a second is let through at
+// once as a trial: its dial, which the caller reports to Observe, is how the
+// link is found working again when nothing probes it. The CONNECT path calls
+// Wait before dialling and answers 503 with Retry-After on ErrDown.
 func (t *Tracker) Wait(ctx context.Context) error {
 	t.mu.Lock()
 	state, ch, hold := t.state, t.changed, t.hold
+	trial := false
+	if state == Down {
+		if now := t.opts.Now(); now.Sub(t.lastTrial) >= trialEvery {
+			t.lastTrial, trial = now, true
+		}
+	}
 	t.mu.Unlock()
-	if state != Down {
-		return nil
+	if state != Down || trial {
+		return nil // a trial's outcome, observed by the caller, decides for the rest
 	}
 	if hold < 0 {
 		return ErrDown
@@ -301,6 +319,26 @@ func (t *Tracker) Run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// Answered reports whether err shows that the far side answered: a refused
+// or reset connection, a name the DNS says does not exist, a certificate the
+// gateway does not trust. The network path works, whatever the destination
+// thought of the request, so Observe counts these as successes: a single
+// closed port tried again and again must not mark the whole uplink down.
+func Answered(err error) bool {
+	var dns *net.DNSError
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+		return true
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return true
+	case errors.As(err, &cv), errors.As(err, &ua):
+		return true
+	}
+	return false
 }
 
 // DialProbe returns a Probe that opens and closes a TCP connection to addr

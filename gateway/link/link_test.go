@@ -2,8 +2,11 @@ package link
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -73,9 +76,14 @@ func TestTransitions(t *testing.T) {
 }
 
 func TestWait(t *testing.T) {
+	// down is a tracker in an outage whose trial has just been taken, so
+	// Wait holds the next callers (TestTrial covers the trial itself).
 	down := func(hold time.Duration) *Tracker {
 		tr := New(Options{FailuresToDown: 1, Hold: hold})
 		tr.Observe(errors.New("x"))
+		if err := tr.Wait(context.Background()); err != nil {
+			t.Fatalf("the first Wait of an outage is a trial, got %v", err)
+		}
 		return tr
 	}
 	t.Run("up returns at once", func(t *testing.T) {
@@ -123,6 +131,66 @@ func TestWait(t *testing.T) {
 	})
 }
 
+// TestTrial: during an outage Wait lets one caller a second through at once,
+// so real traffic can find the link working when nothing probes it; the
+// callers in between are held.
+func TestTrial(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	tr := New(Options{Now: clock, FailuresToDown: 1, Hold: -1})
+	tr.Observe(errors.New("dial tcp: i/o timeout"))
+	if err := tr.Wait(context.Background()); err != nil {
+		t.Fatalf("first caller of the outage: %v, want a trial (nil)", err)
+	}
+	if err := tr.Wait(context.Background()); !errors.Is(err, ErrDown) {
+		t.Fatalf("second caller within the second: %v, want ErrDown", err)
+	}
+	advance(999 * time.Millisecond)
+	if err := tr.Wait(context.Background()); !errors.Is(err, ErrDown) {
+		t.Fatalf("caller 999ms after the trial: %v, want ErrDown", err)
+	}
+	advance(time.Millisecond)
+	if err := tr.Wait(context.Background()); err != nil {
+		t.Fatalf("caller a second after the trial: %v, want the next trial", err)
+	}
+}
+
+// TestAnswered: errors that show the far side answering count as successes.
+func TestAnswered(t *testing.T) {
+	tr := New(Options{FailuresToDown: 1})
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := closed.Addr().String()
+	closed.Close()
+	_, refused := net.Dial("tcp", addr)
+	for _, e := range []error{
+		refused, // a real ECONNREFUSED from the loopback
+		&net.DNSError{Err: "no such host", Name: "nx.example", IsNotFound: true},
+		&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}},
+	} {
+		if !Answered(e) {
+			t.Errorf("Answered(%v) = false", e)
+		}
+		tr.Observe(e)
+		if tr.State() != Up {
+			t.Fatalf("after %v: state %v, want up", e, tr.State())
+		}
+	}
+	for _, e := range []error{
+		errors.New("connect: network is unreachable"),
+		&net.DNSError{Err: "server misbehaving", Name: "a.example", IsTemporary: true},
+		&net.OpError{Op: "dial", Err: os.ErrDeadlineExceeded},
+	} {
+		if Answered(e) {
+			t.Errorf("Answered(%v) = true", e)
+		}
+	}
+}
+
 func TestProbe(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -146,8 +214,25 @@ func TestProbe(t *testing.T) {
 	go func() { tr.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	waitState(t, tr, Up)
-	ln.Close() // the probe target goes away: connection refused
+}
+
+// TestProbeFailure: a probe that gets no answer marks the link down at once
+// (a probe failure counts as FailuresToDown failures), and its next success
+// brings it back.
+func TestProbeFailure(t *testing.T) {
+	var mu sync.Mutex
+	result := error(&net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded})
+	probe := func(context.Context) error { mu.Lock(); defer mu.Unlock(); return result }
+	tr := New(Options{Probe: probe, ProbeInterval: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tr.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
 	waitState(t, tr, Down)
+	mu.Lock()
+	result = nil
+	mu.Unlock()
+	waitState(t, tr, Up)
 }
 
 // waitState waits, woken by the tracker's transitions, until it is in want.
@@ -212,6 +297,7 @@ func TestRecheckAndTiming(t *testing.T) {
 	tr.Recheck()
 	waitState(t, tr, Down)
 	tr.SetTiming(time.Hour, -1)
+	_ = tr.Wait(context.Background()) // the outage's trial, if not yet taken
 	if err := tr.Wait(context.Background()); !errors.Is(err, ErrDown) {
 		t.Fatalf("Wait with no hold: %v", err)
 	}
