@@ -4,9 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -469,5 +476,50 @@ func TestManagementWithoutGateway(t *testing.T) {
 	if code := dispatch(context.Background(), []string{"config", "get"}, s); code != 0 || !strings.Contains(out.String(), "allowed_hosts:") ||
 		!strings.Contains(out.String(), "example.com") || !strings.Contains(out.String(), "dial_timeout: 10s") {
 		t.Fatalf("config get: %d %q", code, out.String())
+	}
+}
+
+// TestRelaySetClientCertificate: the store's side of a regional storegate
+// with mutual TLS is set with relay set, checked before it is written (a
+// certificate that does not load changes nothing), shown by relay get, and
+// cleared with the relay.
+func TestRelaySetClientCertificate(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "store-0042"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, "store.pem"), filepath.Join(dir, "store.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	path := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(path, policy.DefaultYAML(), 0o644)
+	run := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := dispatch(context.Background(), append(args, "--policy", path), stdio{In: strings.NewReader(""), Out: &out, Err: &errb})
+		return code, out.String(), errb.String()
+	}
+	if code, _, errs := run("relay", "set", "--address", "https://regional.example:8443", "--client-cert", certFile); code != 2 || !strings.Contains(errs, "go together") {
+		t.Fatalf("a certificate without its key: %d %q", code, errs)
+	}
+	before, _ := os.ReadFile(path)
+	if code, _, errs := run("relay", "set", "--address", "https://regional.example:8443", "--client-cert", filepath.Join(dir, "nope.pem"), "--client-key", keyFile); code != 1 || !strings.Contains(errs, "relay_proxy.client_cert_file") {
+		t.Fatalf("a certificate that does not exist: %d %q", code, errs)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Fatal("a refused relay set changed the policy")
+	}
+	if code, out, errs := run("relay", "set", "--address", "https://regional.example:8443", "--client-cert", certFile, "--client-key", keyFile, "--ca-file", certFile); code != 0 || !strings.Contains(out, "relay_proxy.client_key_file: (none) -> "+keyFile) {
+		t.Fatalf("relay set: %d %q %q", code, out, errs)
+	}
+	if code, out, _ := run("relay", "get"); code != 0 || !strings.Contains(out, "client certificate: "+certFile) || !strings.Contains(out, "CA file: "+certFile) {
+		t.Fatalf("relay get: %d %q", code, out)
+	}
+	if code, out, _ := run("relay", "set", "--address", ""); code != 0 || !strings.Contains(out, "relay_proxy.client_cert_file: "+certFile+" -> (none)") {
+		t.Fatalf("clearing the relay: %d %q", code, out)
 	}
 }

@@ -24,12 +24,15 @@ func cmdRelay(_ context.Context, args []string, s stdio) int {
 	username := m.String("username", "", "Basic auth user name")
 	passFile := m.String("password-file", "", "file whose first line is the password")
 	passStdin := m.Bool("password-stdin", false, "read the password from standard input and keep it in "+relayPasswordFile+" beside the policy (mode 0600)")
+	clientCert := m.String("client-cert", "", "PEM certificate this gateway shows an https:// relay (a regional storegate); \"\" clears it")
+	clientKey := m.String("client-key", "", "PEM private key of --client-cert; \"\" clears it")
+	caFile := m.String("ca-file", "", "PEM CA certificates that verify an https:// relay; \"\" clears it (system roots)")
 	pos, err := m.parse(args)
 	if err != nil {
 		return 2
 	}
 	usage := func() int {
-		fmt.Fprintln(s.Err, "usage: storegate relay get | relay set --address URL [--username U] [--password-file F | --password-stdin]  [--policy PATH]")
+		fmt.Fprintln(s.Err, "usage: storegate relay get | relay set --address URL [--username U] [--password-file F | --password-stdin] [--client-cert F --client-key F] [--ca-file F]  [--policy PATH]")
 		return 2
 	}
 	if len(pos) != 1 {
@@ -39,7 +42,7 @@ func cmdRelay(_ context.Context, args []string, s stdio) int {
 	m.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	switch pos[0] {
 	case "get":
-		if set["address"] || set["username"] || set["password-file"] || set["password-stdin"] {
+		if len(set) > 0 && !(len(set) == 1 && set["policy"]) {
 			return usage()
 		}
 		return relayGet(m.path(), s)
@@ -52,10 +55,33 @@ func cmdRelay(_ context.Context, args []string, s stdio) int {
 			fmt.Fprintln(s.Err, "storegate relay set: --password-file or --password-stdin, not both")
 			return 2
 		}
-		return relaySet(m.path(), relayChange{
+		if set["client-cert"] != set["client-key"] {
+			fmt.Fprintln(s.Err, "storegate relay set: --client-cert and --client-key go together")
+			return 2
+		}
+		c := relayChange{
 			address: *address, username: *username, setUser: set["username"],
 			passFile: *passFile, passStdin: *passStdin,
-		}, s)
+		}
+		for flagName, key := range map[string]string{"client-cert": "relay_proxy.client_cert_file", "client-key": "relay_proxy.client_key_file", "ca-file": "relay_proxy.ca_file"} {
+			if !set[flagName] {
+				continue
+			}
+			v := map[string]string{"client-cert": *clientCert, "client-key": *clientKey, "ca-file": *caFile}[flagName]
+			if v != "" {
+				abs, err := filepath.Abs(v)
+				if err != nil {
+					fmt.Fprintln(s.Err, "storegate:", err)
+					return 1
+				}
+				v = abs
+			}
+			if c.files == nil {
+				c.files = map[string]string{}
+			}
+			c.files[key] = v
+		}
+		return relaySet(m.path(), c, s)
 	}
 	return usage()
 }
@@ -87,6 +113,10 @@ func relayGet(path string, s stdio) int {
 	}
 	if r.ClientCertFile != "" {
 		fmt.Fprintln(s.Out, "client certificate:", r.ClientCertFile)
+		fmt.Fprintln(s.Out, "client key:", r.ClientKeyFile)
+	}
+	if r.CAFile != "" {
+		fmt.Fprintln(s.Out, "CA file:", r.CAFile)
 	}
 	return 0
 }
@@ -96,12 +126,13 @@ type relayChange struct {
 	setUser           bool
 	passFile          string
 	passStdin         bool
+	files             map[string]string // relay_proxy.client_cert_file, client_key_file, ca_file: absolute paths, "" clears
 }
 
 func relaySet(path string, c relayChange, s stdio) int {
 	secret := ""
 	pwPath := ""
-	if c.address == "" && (c.username != "" || c.passFile != "" || c.passStdin) {
+	if c.address == "" && (c.username != "" || c.passFile != "" || c.passStdin || len(c.files) > 0) {
 		fmt.Fprintln(s.Err, "storegate relay set: credentials need an address; --address \"\" alone clears the relay")
 		return 2
 	}
@@ -173,7 +204,8 @@ func relaySet(path string, c relayChange, s stdio) int {
 			return nil
 		}
 		if c.address == "" {
-			for _, k := range []string{"relay_proxy.address", "relay_proxy.username", "relay_proxy.password", "relay_proxy.password_file"} {
+			for _, k := range []string{"relay_proxy.address", "relay_proxy.username", "relay_proxy.password", "relay_proxy.password_file",
+				"relay_proxy.client_cert_file", "relay_proxy.client_key_file", "relay_proxy.ca_file"} {
 				if str(k) != "" {
 					if err := set(k, ""); err != nil {
 						return nil, err
@@ -193,6 +225,13 @@ func relaySet(path string, c relayChange, s stdio) int {
 		if c.setUser {
 			if err := set("relay_proxy.username", c.username); err != nil {
 				return nil, err
+			}
+		}
+		for _, k := range []string{"relay_proxy.client_cert_file", "relay_proxy.client_key_file", "relay_proxy.ca_file"} {
+			if v, ok := c.files[k]; ok {
+				if err := set(k, v); err != nil {
+					return nil, err
+				}
 			}
 		}
 		if pwPath != "" {
