@@ -86,6 +86,7 @@ func swedishTable() [][2]string {
 		{"spool directory unusable; submissions get 503 until it works", "spoolkatalogen går inte att använda; inlämningar får 503 tills den fungerar"},
 		{"spool recovery", "spoolens återställning"},
 		{"spool recovery: a record could not be decoded; kept as a dead letter", "spoolens återställning: en post kunde inte avkodas; sparad bland de olevererbara"},
+		{"spool recovery: a record could not be decoded nor kept as a dead letter; left in place", "spoolens återställning: en post kunde varken avkodas eller sparas bland de olevererbara; ligger kvar"},
 		{"spool destination not allowed", "spoolens destination är inte tillåten"},
 		{"spool write failed; answering 503 until the disk accepts writes", "skrivningen till spoolen misslyckades; svarar 503 tills disken tar emot skrivningar"},
 		{"spool full: dropped the {} oldest messages (spool.overflow: drop-oldest)", "spoolen är full: kastade de {} äldsta meddelandena (spool.overflow: drop-oldest)"},

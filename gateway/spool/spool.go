@@ -359,9 +359,17 @@ func (s *Spool) open() {
 		s.emit(events.OtherError, "spool recovery: "+p, events.Str(events.KeyPath, s.opts.Dir))
 	}
 	for _, pos := range undecodable {
-		if raw, err := lg.ReadAt(pos); err == nil {
+		raw, err := lg.ReadAt(pos)
+		if err == nil {
 			id := fmt.Sprintf("undecodable-%d-%d", pos.Seg, pos.Off)
-			s.writeDead(id, "", 0, 0, "record could not be decoded", raw)
+			_, err = s.writeDead(id, "", 0, 0, "record could not be decoded", raw)
+		}
+		if err != nil {
+			// Not acknowledged: the record stays in its segment, and the
+			// next open tries again to set it aside.
+			s.emit(events.OtherError, "spool recovery: a record could not be decoded nor kept as a dead letter; left in place",
+				events.Int(keySegment, int64(pos.Seg)), events.Int(keyOffset, pos.Off), events.Str(events.KeyError, err.Error()))
+			continue
 		}
 		lg.Ack(pos)
 		s.emit(events.OtherError, "spool recovery: a record could not be decoded; kept as a dead letter",

@@ -757,3 +757,47 @@ func TestUndecodableRecordCountedAsDeadLetter(t *testing.T) {
 		t.Fatalf("status says %d dead letters, %d bytes; dead/ has %d files, %d bytes", st.DeadLetters, st.DeadLetterBytes, len(es), total)
 	}
 }
+
+// TestUndecodableRecordKeptWhenDeadLetterFails: recovery sets a record it
+// cannot decode aside as a dead letter; when even that fails (dead/ cannot
+// be made), the record stays in its segment, and the next open, with the
+// disk fixed, keeps it.
+func TestUndecodableRecordKeptWhenDeadLetterFails(t *testing.T) {
+	dir := t.TempDir()
+	lg, _, err := queue.Open(dir, queue.Options{}, func(queue.Pos, []byte) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lg.Append(context.Background(), []byte("not a message")); err != nil {
+		t.Fatal(err)
+	}
+	if err := lg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	blocker := filepath.Join(dir, "dead")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil { // a file where dead/ should be
+		t.Fatal(err)
+	}
+	ev := &eventLog{}
+	opts := testOptions(dir)
+	opts.Events = ev
+	sp, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ev.said(events.OtherError, "nor kept as a dead letter; left in place") {
+		t.Fatal("no event for the record that could not be set aside")
+	}
+	sp.Close()
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	sp, err = New(testOptions(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	if st := sp.Status(); st.DeadLetters != 1 {
+		t.Fatalf("%d dead letters after the disk was fixed, want the record kept as 1", st.DeadLetters)
+	}
+}
