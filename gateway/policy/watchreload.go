@@ -156,21 +156,19 @@ func keyOfApplyError(err error) string {
 // maxSummary bounds the one-line summary of a reload.
 const maxSummary = 480
 
-// startOnly are the keys read once, when the gateway starts (network.*: when
-// the box boots). A reload puts the rest of the policy in force and names
-// these changes with restartNote, so nobody waits for them to happen.
-var startOnly = []string{"spool.dir", "spool.disabled", "console.device", "console.baud", "network."}
-
 const restartNote = " (applies after a restart)"
 
+// needsRestart reports whether a change (its first word is the key) is to a
+// key read once, when the gateway starts (network.*: when the box boots). A
+// reload puts the rest of the policy in force and names these changes with
+// restartNote, so nobody waits for them to happen.
 func needsRestart(change string) bool {
 	key, _, _ := strings.Cut(change, " ")
-	for _, k := range startOnly {
-		if key == k || strings.HasSuffix(k, ".") && strings.HasPrefix(key, k) {
-			return true
-		}
+	switch key {
+	case "spool.dir", "spool.disabled", "console.device", "console.baud":
+		return true
 	}
-	return false
+	return strings.HasPrefix(key, "network.")
 }
 
 // Summary says in one line what changed from old to new: hosts added and
