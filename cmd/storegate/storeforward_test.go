@@ -327,6 +327,8 @@ spool: {dir: %q}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if got[0] != `{"sale":1}` {
 		t.Fatalf("receiver got %q", got[0])
 	}
