@@ -2,14 +2,20 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/storegate/storegate/device/console"
 	"github.com/storegate/storegate/device/netcheck"
 	"github.com/storegate/storegate/gateway/policy"
+	"github.com/storegate/storegate/gateway/spool"
 )
 
 // cmdConsole serves the console on a device ad hoc, beside a gateway that
@@ -91,12 +97,47 @@ func (p *adhocProvider) Policy() console.PolicyView {
 	return policyView(snap)
 }
 
+// Spool asks the running gateway's proxy listener for /spool/v1/status (the
+// listener of the policy file; a wildcard address is asked on loopback).
+// When that fails, it shows the depth /status gives and says why.
 func (p *adhocProvider) Spool() console.SpoolView {
-	v := console.SpoolView{Messages: p.Status().SpoolDepth}
-	if snap, err := p.snapshot(); err == nil && !snap.File.Spool.Disabled {
-		v.Dir, v.MaxBytes, v.MaxAge = snap.File.Spool.Dir, int64(snap.File.Spool.MaxBytes), snap.File.Spool.MaxAge.D()
+	snap, err := p.snapshot()
+	if err != nil {
+		return console.SpoolView{Messages: p.Status().SpoolDepth, LastError: err.Error()}
 	}
-	return v
+	f := snap.File
+	if f.Spool.Disabled {
+		return console.SpoolView{LastError: "spool.disabled is set"}
+	}
+	host := f.ListenAddress
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		host = "127.0.0.1" // a wildcard listener (0.0.0.0, and :: too) answers there
+	}
+	url := "http://" + net.JoinHostPort(host, strconv.Itoa(f.ListenPort)) + spool.PathStatus
+	var st spool.Status
+	err = func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := p.client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s answered %s", url, resp.Status)
+		}
+		return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
+	}()
+	if err != nil {
+		v := console.SpoolView{Dir: f.Spool.Dir, Messages: p.Status().SpoolDepth, MaxBytes: int64(f.Spool.MaxBytes), MaxAge: f.Spool.MaxAge.D()}
+		v.LastError = "spool status not reachable: " + err.Error()
+		return v
+	}
+	return spoolView(st, snap)
 }
 
 func (p *adhocProvider) Link() console.LinkView {

@@ -19,6 +19,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -345,4 +346,62 @@ func TestConsoleCommandAdHoc(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("storegate console did not stop on cancel")
 	}
+}
+
+// TestConsoleCommandAdHocSpool: the ad hoc console shows the running
+// gateway's spool as the gateway counts it (asked on its proxy listener),
+// not figures of its own.
+func TestConsoleCommandAdHocSpool(t *testing.T) {
+	recv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/refuse" {
+			w.WriteHeader(http.StatusBadRequest)
+		}
+	}))
+	defer recv.Close()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: recv.Certificate().Raw}), 0o644)
+	_, rport, _ := net.SplitHostPort(recv.Listener.Addr().String())
+	ports := freePorts(t, 2)
+	pf := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(pf, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\nallowed_hosts: [127.0.0.1]\nallowed_ports: [%s]\ntls: {ca_file: %q}\nspool: {dir: %q}\n",
+		ports[0], ports[1], rport, ca, filepath.Join(dir, "spool"))), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var gwErr syncBuf
+	done := make(chan int, 1)
+	go func() { done <- dispatch(ctx, []string{"run", "--policy", pf}, stdio{Out: io.Discard, Err: &gwErr}) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, gwErr.String, `"event_id":101`)
+	for _, path := range []string{"/ok", "/refuse"} {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/spool/v1/messages", ports[0]), strings.NewReader("{}"))
+		req.Header.Set("Storegate-Destination", fmt.Sprintf("https://127.0.0.1:%s%s", rport, path))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	waitFor(t, gwErr.String, "spool dead letter")
+
+	ptmx, pts, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	defer pts.Close()
+	cctx, ccancel := context.WithCancel(context.Background())
+	codec := make(chan int, 1)
+	go func() {
+		codec <- cmdConsole(cctx, []string{"--device", pts.Name(), "--policy", pf}, stdio{Out: io.Discard, Err: io.Discard})
+	}()
+	out := ptyOutput(ptmx)
+	waitFor(t, out, "storegate> ")
+	ptmx.Write([]byte("spool\r"))
+	waitFor(t, out, "dead letters  1\r\n")
+	if s := out(); !strings.Contains(s, "delivered     1\r\n") || !strings.Contains(s, "dir           "+filepath.Join(dir, "spool")) {
+		t.Fatalf("console spool view:\n%s", s)
+	}
+	ccancel()
+	<-codec
 }

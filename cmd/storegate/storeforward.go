@@ -196,21 +196,22 @@ func (sf *storeForward) consoleViews(p *consoleProvider, snap func() *policy.Sna
 	if sf.spool == nil {
 		return
 	}
-	p.spool = func() console.SpoolView {
-		st := sf.spool.Status()
-		s := snap()
-		return console.SpoolView{
-			Dir:         s.File.Spool.Dir,
-			Messages:    int64(st.Depth),
-			Bytes:       st.Bytes,
-			MaxBytes:    st.MaxBytes,
-			Oldest:      time.Duration(st.OldestAgeSeconds * float64(time.Second)),
-			MaxAge:      s.File.Spool.MaxAge.D(),
-			DeadLetters: int64(st.DeadLetters),
-			Delivered:   int64(st.Delivered),
-			Dropped:     int64(st.Dropped),
-			LastError:   st.Error,
-		}
+	p.spool = func() console.SpoolView { return spoolView(sf.spool.Status(), snap()) }
+}
+
+// spoolView is the console's view of a spool's status under a policy.
+func spoolView(st spool.Status, s *policy.Snapshot) console.SpoolView {
+	return console.SpoolView{
+		Dir:         s.File.Spool.Dir,
+		Messages:    int64(st.Depth),
+		Bytes:       st.Bytes,
+		MaxBytes:    st.MaxBytes,
+		Oldest:      time.Duration(st.OldestAgeSeconds * float64(time.Second)),
+		MaxAge:      s.File.Spool.MaxAge.D(),
+		DeadLetters: int64(st.DeadLetters),
+		Delivered:   int64(st.Delivered),
+		Dropped:     int64(st.Dropped),
+		LastError:   st.Error,
 	}
 }
 
