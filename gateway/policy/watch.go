@@ -222,6 +222,10 @@ func (w *Watcher) check() {
 	}
 	w.last, w.failed, w.lastErr = fp, false, ""
 	w.OnChange(data, sum)
+	// The change may name other related files (a new tls.ca_file): take
+	// them into the fingerprint now, or the next check would see them as a
+	// change and report the same policy again.
+	w.last = w.fingerprint(sum, w.related())
 }
 
 // differs reports whether a check would report something.

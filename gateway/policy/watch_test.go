@@ -133,6 +133,54 @@ func TestWatcherRelatedFiles(t *testing.T) {
 	l.waitCounts(t, 1, 0)
 }
 
+// TestWatcherRelatedFileNamedByTheChange: a change that names a new related
+// file is reported once, not a second time when the watcher first sees that
+// file; later edits of the file are reported.
+func TestWatcherRelatedFileNamedByTheChange(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.yaml")
+	ca := filepath.Join(dir, "ca.pem")
+	v1 := []byte("version: 1\n")
+	os.WriteFile(path, v1, 0o644)
+	os.WriteFile(ca, []byte("one"), 0o644)
+	var mu sync.Mutex
+	var rel []string
+	l := &watchLog{}
+	poll := make(chan time.Time)
+	w := &Watcher{Path: path, PollOnly: true, Poll: poll, Initial: sumOf(v1), Debounce: time.Millisecond, OnError: l.fail,
+		OnChange: func(b []byte, sum string) {
+			l.change(b, sum)
+			if bytes.Contains(b, []byte("ca_file")) { // as Apply would: the policy now names ca.pem
+				mu.Lock()
+				rel = []string{ca}
+				mu.Unlock()
+			}
+		},
+		Related: func() []string { mu.Lock(); defer mu.Unlock(); return rel }}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); <-w.Done() })
+	tick := func() { poll <- time.Now() }
+	os.WriteFile(path, []byte("version: 1\ntls: {ca_file: "+ca+"}\n"), 0o644)
+	tick()
+	l.waitCounts(t, 1, 0)
+	tick()
+	tick()
+	tick()
+	// A second report of the same policy would follow one of those ticks by
+	// the 1ms debounce; give it ample time to show (it never may).
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if c, _ := l.counts(); c != 1 {
+			t.Fatalf("%d reports of one policy change", c)
+		}
+	}
+	os.WriteFile(ca, []byte("two"), 0o644)
+	tick()
+	l.waitCounts(t, 2, 0)
+}
+
 // TestWatcherNotifiesSymlinkTargetDir: an edit in place of the file a
 // symlink points to, in another directory, is seen by notification.
 func TestWatcherNotifiesSymlinkTargetDir(t *testing.T) {
