@@ -110,9 +110,16 @@ func (s *Server) handle(c net.Conn, viaTLS bool) {
 	snap := s.policy.Load()
 	cc := &clientConn{c: c, client: addrPortOf(c.RemoteAddr())}
 	if err := s.track(cc, snap); err != nil {
-		// Refused before reading anything: answer and close.
+		// Refused before reading anything: answer and close. A TLS
+		// client cannot read a plain answer (it would report a broken
+		// handshake, e.g. a store blaming its certificate when the
+		// regional gateway is only full): complete a bounded handshake
+		// first when there is room for one.
+		if viaTLS {
+			s.handshakeForRefusal(cc, snap)
+		}
 		s.refuse(cc, "", err)
-		_ = c.Close()
+		_ = cc.c.Close()
 		return
 	}
 	tunnelled := false
@@ -308,6 +315,29 @@ func (s *Server) connect(cc *clientConn, snap *policy.Snapshot, host string, por
 	}
 	s.startTunnel(t)
 	return true
+}
+
+// handshakeForRefusal completes the TLS handshake of a connection that is
+// about to be refused, so the refusal goes out inside TLS; cc.c becomes the
+// TLS connection. It gives up at once when refusalHandshakes are already
+// running, and after refusalHandshakeTimeout.
+func (s *Server) handshakeForRefusal(cc *clientConn, snap *policy.Snapshot) {
+	select {
+	case s.refusalTLS <- struct{}{}:
+		defer func() { <-s.refusalTLS }()
+	default:
+		return
+	}
+	cfg := s.tlsCfg.Load()
+	if cfg == nil {
+		return
+	}
+	tc := tls.Server(cc.c, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), min(snap.File.Limits.HeaderTimeout.D(), refusalHandshakeTimeout))
+	defer cancel()
+	if tc.HandshakeContext(ctx) == nil {
+		cc.c = tc
+	}
 }
 
 // tlsHandshake completes the TLS listener's handshake and checks the client

@@ -83,7 +83,19 @@ type Server struct {
 	tlsCfg    atomic.Pointer[tls.Config]
 	relayTLS  atomic.Pointer[relayTLSState]
 	self      atomic.Pointer[selfSet]
+	// refusalTLS bounds the handshakes the TLS listener does only to
+	// answer a refusal (limits, drain) in a form a TLS client can read.
+	refusalTLS chan struct{}
 }
+
+// Refusals on the TLS listener: at most this many handshakes at once, each
+// within this time (or header_timeout, if shorter); past that, the refusal
+// goes out unencrypted, as on the plain listener, and the client sees a
+// protocol error.
+const (
+	refusalHandshakes       = 16
+	refusalHandshakeTimeout = 3 * time.Second
+)
 
 type reloadState struct {
 	errors      uint64
@@ -118,6 +130,8 @@ func New(cfg Config) *Server {
 		conns:     map[*clientConn]struct{}{},
 		clients:   map[netip.Addr]int{},
 		stats:     stats{refusals: map[string]uint64{}},
+
+		refusalTLS: make(chan struct{}, refusalHandshakes),
 	}
 }
 

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -334,4 +335,45 @@ func TestOpenSSLToIPLiteral(t *testing.T) {
 		t.Fatalf("an SNI naming another address got through:\n%s", out)
 	}
 	gw.rec.waitFor(t, events.NotAllowed, map[string]string{events.KeySNI: "127.0.0.2"})
+}
+
+// TestTLSListenerRefusesInsideTLS: a regional gateway at its connection
+// limit answers a store on its TLS listener with a 503 the store can read
+// (inside TLS), not with plain bytes its TLS client reports as a broken
+// handshake.
+func TestTLSListenerRefusesInsideTLS(t *testing.T) {
+	pki := newPKI(t, "127.0.0.1", "cloud.example")
+	upstream := tlsUpstream(t, pki, "x")
+	tlsPort := freePort(t)
+	gw := startGW(t, fmt.Sprintf(`allowed_hosts: [cloud.example]
+allowed_ports: [%d]
+allowed_client_certificates: ["CN=store-0001"]
+tls_listener: {port: %d, cert_file: %q, key_file: %q, client_ca_file: %q}
+limits: {max_connections: 1}
+`, upstream, tlsPort, pki.crtFile, pki.keyFile, pki.caFile), nil)
+	// One plain connection takes the only slot.
+	hold, err := net.Dial("tcp", gw.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for gw.srv.Counters().ActiveClientConnections != 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	store, _, _ := pki.issue(t, pkix.Name{CommonName: "store-0001"}, nil, true)
+	c, err := tls.Dial("tcp", gw.srv.Addr("tls").String(), &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{store}, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatalf("TLS handshake with a full gateway: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "CONNECT cloud.example:%d HTTP/1.1\r\nHost: cloud.example:%d\r\n\r\n", upstream, upstream)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("reading the refusal inside TLS: %v", err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("status %s, want the limit's 503 or 429", resp.Status)
+	}
 }
