@@ -64,11 +64,13 @@ func (r *Reloader) Reload(data []byte, sum string) error {
 	if cur != nil {
 		summary = Summary(cur, snap)
 	}
-	r.emit(events.Info, "policy reloaded: "+summary,
-		events.Str(events.KeyPolicy, r.Path), events.Str(events.KeyHash, snap.Hash), events.Str(events.KeyChanges, summary))
+	// The state (/readyz, metrics) first, then the event: whoever acts on
+	// the event finds the state it announces.
 	if r.Succeeded != nil {
 		r.Succeeded()
 	}
+	r.emit(events.Info, "policy reloaded: "+summary,
+		events.Str(events.KeyPolicy, r.Path), events.Str(events.KeyHash, snap.Hash), events.Str(events.KeyChanges, summary))
 	return nil
 }
 
@@ -118,6 +120,9 @@ func (r *Reloader) refuse(err error, sum string) error {
 	default:
 		es = Errors{{File: r.Path, Msg: err.Error()}}
 	}
+	if r.Failed != nil {
+		r.Failed(err, sum) // the state first, as in Reload
+	}
 	for i, e := range es {
 		if i == maxErrorEvents {
 			r.emit(events.BadConfig, fmt.Sprintf("policy refused: %d more problems not shown", len(es)-i), events.Str(events.KeyFile, r.Path))
@@ -130,9 +135,6 @@ func (r *Reloader) refuse(err error, sum string) error {
 		r.emit(events.BadConfig, "policy refused, the last good policy stays in force: "+e.Error(),
 			events.Str(events.KeyFile, file), events.Int(events.KeyLine, int64(e.Line)), events.Str(events.KeyKey, e.Key),
 			events.Str(events.KeyHash, sum))
-	}
-	if r.Failed != nil {
-		r.Failed(err, sum)
 	}
 	return err
 }
