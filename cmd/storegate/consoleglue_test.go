@@ -366,12 +366,7 @@ func TestConsoleCommandAdHocSpool(t *testing.T) {
 	pf := filepath.Join(dir, "policy.yaml")
 	os.WriteFile(pf, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\nallowed_hosts: [127.0.0.1]\nallowed_ports: [%s]\ntls: {ca_file: %q}\nspool: {dir: %q}\n",
 		ports[0], ports[1], rport, ca, filepath.Join(dir, "spool"))), 0o644)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var gwErr syncBuf
-	done := make(chan int, 1)
-	go func() { done <- dispatch(ctx, []string{"run", "--policy", pf}, stdio{Out: io.Discard, Err: &gwErr}) }()
-	defer func() { cancel(); <-done }()
+	gwErr := startGateway(t, pf)
 	waitFor(t, gwErr.String, `"event_id":101`)
 	for _, path := range []string{"/ok", "/refuse"} {
 		req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/spool/v1/messages", ports[0]), strings.NewReader("{}"))

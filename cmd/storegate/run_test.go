@@ -130,6 +130,20 @@ func ptyOutput(ptmx *os.File) func() string {
 	}
 }
 
+// startGateway runs `storegate run --policy path` in this process until the
+// test ends and returns its stderr, where the events go.
+func startGateway(t *testing.T, path string) *syncBuf {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr := &syncBuf{}
+	done := make(chan int, 1)
+	go func() {
+		done <- dispatch(ctx, []string{"run", "--policy", path}, stdio{In: strings.NewReader(""), Out: io.Discard, Err: stderr})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return stderr
+}
+
 func TestRunStartsAndStopsWithEvents(t *testing.T) {
 	path, ports := runPolicy(t)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -49,12 +48,7 @@ allowed_ports: [%s]
 tls: {ca_file: %q}
 spool: {dir: %q}
 `, ports[0], ports[1], rport, ca, filepath.Join(dir, "spool"))), 0o644)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stderr syncBuf
-	done := make(chan int, 1)
-	go func() { done <- dispatch(ctx, []string{"run", "--policy", path}, stdio{Out: io.Discard, Err: &stderr}) }()
-	defer func() { cancel(); <-done }()
+	stderr := startGateway(t, path)
 	proxy := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	waitFor(t, stderr.String, `"event_id":101`)
 
@@ -124,12 +118,7 @@ spool: {disabled: true}
 	if err := os.WriteFile(path, doc(retired), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stderr syncBuf
-	done := make(chan int, 1)
-	go func() { done <- dispatch(ctx, []string{"run", "--policy", path}, stdio{Out: io.Discard, Err: &stderr}) }()
-	defer func() { cancel(); <-done }()
+	stderr := startGateway(t, path)
 	waitFor(t, stderr.String, "uplink down")
 
 	connect := func() (net.Conn, *bufio.Reader, string) {
@@ -175,7 +164,7 @@ spool: {disabled: true}
 	if line, err := br.ReadString('\n'); err != nil || line != "through the new relay\n" {
 		t.Fatalf("echo %q, %v", line, err)
 	}
-	c.Close() // before the deferred shutdown, which would wait for the tunnel
+	c.Close() // before the gateway's shutdown, which would wait for the tunnel
 }
 
 // blackhole returns a loopback port where connections time out: a listener
@@ -291,12 +280,7 @@ allowed_ports: [%s]
 tls: {ca_file: %q}
 spool: {dir: %q}
 `, ports[0], ports[1], rport, ca, filepath.Join(dir, "spool"))), 0o644)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stderr syncBuf
-	done := make(chan int, 1)
-	go func() { done <- dispatch(ctx, []string{"run", "--policy", path}, stdio{Out: io.Discard, Err: &stderr}) }()
-	defer func() { cancel(); <-done }()
+	stderr := startGateway(t, path)
 	waitFor(t, stderr.String, `"event_id":101`)
 
 	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/spool/v1/messages", ports[0]), strings.NewReader(`{"sale":1}`))
