@@ -3,8 +3,6 @@
 package spool
 
 import (
-	"bytes"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -116,16 +114,7 @@ func TestDeadLetterTrimDiskError(t *testing.T) {
 	f := newFixture(t, false, func(o *Options) { o.Limits.DeadLetterBytes = 1 << 20 })
 	f.rcv.setRespond(func(*http.Request, int) (int, http.Header) { return 400, nil })
 	const n = 10
-	ids := make([]string, n)
-	for i := range ids {
-		code, id, _ := f.submit(f.dest(fmt.Sprintf("/refused/%d", i)), bytes.Repeat([]byte{'x'}, 1024), nil)
-		if code != 202 {
-			t.Fatalf("submission %d: %d", i, code)
-		}
-		ids[i] = id
-	}
-	f.startRun()
-	waitFor(t, "all dead-lettered", 20*time.Second, func() bool { return f.sp.c.deadLettered.Load() == n })
+	ids := f.deadLetters(n)
 	f.stopRun()
 
 	dead := filepath.Join(f.sp.opts.Dir, "dead")

@@ -664,16 +664,7 @@ func TestDeadLetterBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 40
-	ids := make([]string, n)
-	for i := range ids {
-		code, id, _ := f.submit(f.dest(fmt.Sprintf("/refused/%d", i)), bytes.Repeat([]byte{'x'}, 1024), nil)
-		if code != 202 {
-			t.Fatalf("submission %d: %d", i, code)
-		}
-		ids[i] = id
-	}
-	f.startRun()
-	waitFor(t, "all dead-lettered", 20*time.Second, func() bool { return f.sp.c.deadLettered.Load() == n })
+	ids := f.deadLetters(n)
 
 	var total int64
 	listed := 0
@@ -730,7 +721,28 @@ func TestDeadLetterBound(t *testing.T) {
 
 // TestUndecodableRecordCountedAsDeadLetter: recovery turns a record it cannot
 // decode into a dead letter; the status counts it from the start.
-func TestUndecodableRecordCountedAsDeadLetter(t *testing.T) {
+// deadLetters submits n messages of 1 KiB that the receiver refuses for
+// good, runs delivery and waits until all are dead letters; it returns their
+// ids in submission order.
+func (f *fixture) deadLetters(n int) []string {
+	f.t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		code, id, _ := f.submit(f.dest(fmt.Sprintf("/refused/%d", i)), bytes.Repeat([]byte{'x'}, 1024), nil)
+		if code != 202 {
+			f.t.Fatalf("submission %d: %d", i, code)
+		}
+		ids[i] = id
+	}
+	f.startRun()
+	waitFor(f.t, "all dead-lettered", 20*time.Second, func() bool { return f.sp.c.deadLettered.Load() == uint64(n) })
+	return ids
+}
+
+// undecodableSpool writes a spool directory holding one record that is not
+// a message.
+func undecodableSpool(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	lg, _, err := queue.Open(dir, queue.Options{}, func(queue.Pos, []byte) {})
 	if err != nil {
@@ -742,6 +754,11 @@ func TestUndecodableRecordCountedAsDeadLetter(t *testing.T) {
 	if err := lg.Close(); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+func TestUndecodableRecordCountedAsDeadLetter(t *testing.T) {
+	dir := undecodableSpool(t)
 	f := newFixture(t, false, func(o *Options) { o.Dir = dir })
 	es, err := os.ReadDir(filepath.Join(dir, "dead"))
 	if err != nil {
@@ -763,17 +780,7 @@ func TestUndecodableRecordCountedAsDeadLetter(t *testing.T) {
 // be made), the record stays in its segment, and the next open, with the
 // disk fixed, keeps it.
 func TestUndecodableRecordKeptWhenDeadLetterFails(t *testing.T) {
-	dir := t.TempDir()
-	lg, _, err := queue.Open(dir, queue.Options{}, func(queue.Pos, []byte) {})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := lg.Append(context.Background(), []byte("not a message")); err != nil {
-		t.Fatal(err)
-	}
-	if err := lg.Close(); err != nil {
-		t.Fatal(err)
-	}
+	dir := undecodableSpool(t)
 	blocker := filepath.Join(dir, "dead")
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil { // a file where dead/ should be
 		t.Fatal(err)
