@@ -328,29 +328,29 @@ func (s *Server) handshakeForRefusal(cc *clientConn, snap *policy.Snapshot) {
 	default:
 		return
 	}
-	cfg := s.tlsCfg.Load()
-	if cfg == nil {
-		return
-	}
-	tc := tls.Server(cc.c, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), min(snap.File.Limits.HeaderTimeout.D(), refusalHandshakeTimeout))
-	defer cancel()
-	if tc.HandshakeContext(ctx) == nil {
+	if tc, err := s.serverHandshake(cc, min(snap.File.Limits.HeaderTimeout.D(), refusalHandshakeTimeout)); err == nil {
 		cc.c = tc
 	}
+}
+
+// serverHandshake runs the TLS listener's side of a handshake on cc within
+// timeout.
+func (s *Server) serverHandshake(cc *clientConn, timeout time.Duration) (*tls.Conn, error) {
+	cfg := s.tlsCfg.Load()
+	if cfg == nil {
+		return nil, errors.New("no TLS configuration")
+	}
+	tc := tls.Server(cc.c, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return tc, tc.HandshakeContext(ctx)
 }
 
 // tlsHandshake completes the TLS listener's handshake and checks the client
 // certificate's subject against allowed_client_certificates.
 func (s *Server) tlsHandshake(cc *clientConn, snap *policy.Snapshot) error {
-	cfg := s.tlsCfg.Load()
-	if cfg == nil {
-		return errors.New("no TLS configuration")
-	}
-	tc := tls.Server(cc.c, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), snap.File.Limits.HeaderTimeout.D())
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
+	tc, err := s.serverHandshake(cc, snap.File.Limits.HeaderTimeout.D())
+	if err != nil {
 		s.stats.rejections.Add(1)
 		s.countRefusal("tls listener: handshake")
 		s.emit.Emit(events.NotAllowed, "TLS listener handshake failed",
