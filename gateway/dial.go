@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -25,14 +24,12 @@ type relayTLSState struct {
 
 func loadRelayTLS(snap *policy.Snapshot) (*relayTLSState, error) {
 	r := snap.File.RelayProxy
-	if r.Address == "" {
+	scheme, hostport := snap.RelayAddr()
+	if scheme != "https" {
 		return nil, nil
 	}
-	u, _ := url.Parse(r.Address)
-	if u.Scheme != "https" {
-		return nil, nil
-	}
-	cfg := &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	host, _, _ := net.SplitHostPort(hostport) // validated: the address has a port
+	cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	if r.CAFile != "" {
 		pool, err := loadPool(r.CAFile, "relay_proxy.ca_file")
 		if err != nil {
@@ -129,13 +126,13 @@ func (s *Server) observe(err error) {
 	if errors.As(err, &ref) {
 		return // a policy decision says nothing about the link
 	}
-	var ue *upstreamError
-	if errors.As(err, &ue) && (ue.what == "host not found" || ue.what == "relay refused" || ue.what == "relay certificate not trusted") {
-		// The DNS or the relay answered, whatever it said: the link works.
+	if err != nil && !retryable(err) {
+		// The DNS or the relay answered ("host not found", "relay
+		// refused"): the link works, whatever it said.
 		s.cfg.Link.Observe(nil)
 		return
 	}
-	s.cfg.Link.Observe(err) // the tracker counts refusals and resets as answers too
+	s.cfg.Link.Observe(err) // the tracker counts refusals, resets and untrusted certificates as answers too
 }
 
 // dialDirect resolves once, checks every address, and dials exactly the

@@ -202,13 +202,8 @@ func (s *Spool) deliver(ctx context.Context, e *entry, oq *originQueue) {
 		if ctx.Err() != nil {
 			return
 		}
-		var cv *tls.CertificateVerificationError
 		if s.opts.Link != nil {
-			if errors.As(err, &cv) {
-				s.opts.Link.Observe(nil) // the far side answered; the link works
-			} else {
-				s.opts.Link.Observe(err)
-			}
+			s.opts.Link.Observe(err) // an untrusted certificate or a refusal counts as an answer there
 		}
 		s.retry(e, oq, err.Error(), 0)
 		return
