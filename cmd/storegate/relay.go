@@ -63,11 +63,18 @@ func cmdRelay(_ context.Context, args []string, s stdio) int {
 			address: *address, username: *username, setUser: set["username"],
 			passFile: *passFile, passStdin: *passStdin,
 		}
-		for flagName, key := range map[string]string{"client-cert": "relay_proxy.client_cert_file", "client-key": "relay_proxy.client_key_file", "ca-file": "relay_proxy.ca_file"} {
-			if !set[flagName] {
+		for _, f := range []struct {
+			flag, key string
+			value     *string
+		}{
+			{"client-cert", "relay_proxy.client_cert_file", clientCert},
+			{"client-key", "relay_proxy.client_key_file", clientKey},
+			{"ca-file", "relay_proxy.ca_file", caFile},
+		} {
+			if !set[f.flag] {
 				continue
 			}
-			v := map[string]string{"client-cert": *clientCert, "client-key": *clientKey, "ca-file": *caFile}[flagName]
+			v := *f.value
 			if v != "" {
 				abs, err := filepath.Abs(v)
 				if err != nil {
@@ -79,7 +86,7 @@ func cmdRelay(_ context.Context, args []string, s stdio) int {
 			if c.files == nil {
 				c.files = map[string]string{}
 			}
-			c.files[key] = v
+			c.files[f.key] = v
 		}
 		return relaySet(m.path(), c, s)
 	}
