@@ -360,24 +360,15 @@ func TestConsoleCommandAdHocSpool(t *testing.T) {
 	defer recv.Close()
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: recv.Certificate().Raw}), 0o644)
-	_, rport, _ := net.SplitHostPort(recv.Listener.Addr().String())
-	ports := freePorts(t, 2)
-	pf := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(pf, []byte(fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: 127.0.0.1:%d\nallowed_hosts: [127.0.0.1]\nallowed_ports: [%s]\ntls: {ca_file: %q}\nspool: {dir: %q}\n",
-		ports[0], ports[1], rport, ca, filepath.Join(dir, "spool"))), 0o644)
-	gwErr := startGateway(t, pf)
-	waitFor(t, gwErr.String, `"event_id":101`)
+	os.WriteFile(ca, certPEM(recv), 0o644)
+	g := startSpoolGateway(t, dir, recv, ca)
+	pf := g.path
 	for _, path := range []string{"/ok", "/refuse"} {
-		req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/spool/v1/messages", ports[0]), strings.NewReader("{}"))
-		req.Header.Set("Storegate-Destination", fmt.Sprintf("https://127.0.0.1:%s%s", rport, path))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		if code := g.submit(t, fmt.Sprintf("https://127.0.0.1:%s%s", g.rport, path), "{}"); code != 202 {
+			t.Fatalf("submission to %s: %d", path, code)
 		}
-		resp.Body.Close()
 	}
-	waitFor(t, gwErr.String, "spool dead letter")
+	waitFor(t, g.stderr.String, "spool dead letter")
 
 	ptmx, pts, err := pty.Open()
 	if err != nil {

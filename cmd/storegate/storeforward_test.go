@@ -17,6 +17,78 @@ import (
 	"time"
 )
 
+// spoolGW is a gateway run in this process whose spool may deliver to a
+// loopback HTTPS receiver.
+type spoolGW struct {
+	path, dir string // its policy file and the directory holding it and the spool
+	proxy     string // http://127.0.0.1:PORT, the proxy listener
+	rport     string // the receiver's port
+	stderr    *syncBuf
+}
+
+// startSpoolGateway writes a policy that allows 127.0.0.1 on recv's port and
+// trusts the CAs in caFile (tls.ca_file), runs the gateway until the test
+// ends and waits until it serves.
+func startSpoolGateway(t *testing.T, dir string, recv *httptest.Server, caFile string) *spoolGW {
+	t.Helper()
+	_, rport, _ := net.SplitHostPort(recv.Listener.Addr().String())
+	ports := freePorts(t, 2)
+	path := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(`version: 1
+listen_address: 127.0.0.1
+listen_port: %d
+admin_address: 127.0.0.1:%d
+allowed_hosts: [127.0.0.1]
+allowed_ports: [%s]
+tls: {ca_file: %q}
+spool: {dir: %q}
+`, ports[0], ports[1], rport, caFile, filepath.Join(dir, "spool"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := &spoolGW{path: path, dir: dir, proxy: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), rport: rport, stderr: startGateway(t, path)}
+	waitFor(t, g.stderr.String, `"event_id":101`)
+	return g
+}
+
+// submit posts body to the spool for dest and returns the status.
+func (g *spoolGW) submit(t *testing.T, dest, body string) int {
+	t.Helper()
+	req, _ := http.NewRequest("POST", g.proxy+"/spool/v1/messages", strings.NewReader(body))
+	req.Header.Set("Storegate-Destination", dest)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// certPEM is a server's certificate as PEM, for a tls.ca_file.
+func certPEM(srv *httptest.Server) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+}
+
+// waitCount polls n until it is at least want; it fails the test after 20
+// seconds, showing the gateway's events.
+func waitCount(t *testing.T, mu *sync.Mutex, n func() int, want int, events *syncBuf) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		got := n()
+		mu.Unlock()
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries, want %d:\n%s", got, want, events.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestSpoolThroughRunningGateway submits to the proxy listener of a running
 // gateway and sees the message delivered to a real HTTPS receiver through the
 // gateway's own dial path; a destination the policy refuses gets 403.
@@ -34,55 +106,15 @@ func TestSpoolThroughRunningGateway(t *testing.T) {
 	defer recv.Close()
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: recv.Certificate().Raw}), 0o644)
-	_, rport, _ := net.SplitHostPort(recv.Listener.Addr().String())
-
-	ports := freePorts(t, 2)
-	path := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(path, []byte(fmt.Sprintf(`version: 1
-listen_address: 127.0.0.1
-listen_port: %d
-admin_address: 127.0.0.1:%d
-allowed_hosts: [127.0.0.1]
-allowed_ports: [%s]
-tls: {ca_file: %q}
-spool: {dir: %q}
-`, ports[0], ports[1], rport, ca, filepath.Join(dir, "spool"))), 0o644)
-	stderr := startGateway(t, path)
-	proxy := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	waitFor(t, stderr.String, `"event_id":101`)
-
-	submit := func(dest, body string) int {
-		req, _ := http.NewRequest("POST", proxy+"/spool/v1/messages", strings.NewReader(body))
-		req.Header.Set("Storegate-Destination", dest)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	if code := submit(fmt.Sprintf("https://127.0.0.1:%s/ingest?x=1", rport), `{"n":1}`); code != 202 {
+	os.WriteFile(ca, certPEM(recv), 0o644)
+	g := startSpoolGateway(t, dir, recv, ca)
+	if code := g.submit(t, fmt.Sprintf("https://127.0.0.1:%s/ingest?x=1", g.rport), `{"n":1}`); code != 202 {
 		t.Fatalf("submission: %d", code)
 	}
-	if code := submit("https://example.com/ingest", `{"n":2}`); code != 403 {
+	if code := g.submit(t, "https://example.com/ingest", `{"n":2}`); code != 403 {
 		t.Fatalf("refused destination: %d", code)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not delivered: %s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitCount(t, &mu, func() int { return len(got) }, 1, g.stderr)
 	mu.Lock()
 	defer mu.Unlock()
 	if got[0] != `POST /ingest {"n":1}` || keys[0] == "" {
@@ -268,49 +300,15 @@ func TestReloadGivesSpoolNewCA(t *testing.T) {
 		}
 	}
 	writeCA(otherCA)
-	_, rport, _ := net.SplitHostPort(recv.Listener.Addr().String())
-	ports := freePorts(t, 2)
-	path := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(path, []byte(fmt.Sprintf(`version: 1
-listen_address: 127.0.0.1
-listen_port: %d
-admin_address: 127.0.0.1:%d
-allowed_hosts: [127.0.0.1]
-allowed_ports: [%s]
-tls: {ca_file: %q}
-spool: {dir: %q}
-`, ports[0], ports[1], rport, ca, filepath.Join(dir, "spool"))), 0o644)
-	stderr := startGateway(t, path)
-	waitFor(t, stderr.String, `"event_id":101`)
+	g := startSpoolGateway(t, dir, recv, ca)
+	if code := g.submit(t, fmt.Sprintf("https://127.0.0.1:%s/ingest", g.rport), `{"sale":1}`); code != 202 {
+		t.Fatalf("submission: %d", code)
+	}
+	waitFor(t, g.stderr.String, "spool delivery failing")
 
-	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/spool/v1/messages", ports[0]), strings.NewReader(`{"sale":1}`))
-	req.Header.Set("Storegate-Destination", fmt.Sprintf("https://127.0.0.1:%s/ingest", rport))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 202 {
-		t.Fatalf("submission: %d", resp.StatusCode)
-	}
-	waitFor(t, stderr.String, "spool delivery failing")
-
-	writeCA(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: recv.Certificate().Raw}))
-	waitFor(t, stderr.String, "policy reloaded")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not delivered after the CA changed:\n%s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	writeCA(certPEM(recv))
+	waitFor(t, g.stderr.String, "policy reloaded")
+	waitCount(t, &mu, func() int { return len(got) }, 1, g.stderr)
 	mu.Lock()
 	defer mu.Unlock()
 	if got[0] != `{"sale":1}` {
