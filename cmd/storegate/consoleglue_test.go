@@ -51,58 +51,35 @@ func glueUpstream(t *testing.T) (port int, caPEM []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _ = c.(*tls.Conn).Handshake(); _, _ = io.Copy(io.Discard, c) }()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	port = serve(t, ln, func(c net.Conn) { _ = c.(*tls.Conn).Handshake(); _, _ = io.Copy(io.Discard, c) })
+	return port, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 }
 
 // glueRelay is a minimal CONNECT relay that records what it was asked for.
 func glueRelay(t *testing.T) (addr string, seen func() []string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	var mu sync.Mutex
 	var got []string
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil || req.Method != http.MethodConnect {
-					return
-				}
-				mu.Lock()
-				got = append(got, req.Host)
-				mu.Unlock()
-				up, err := net.Dial("tcp", req.Host)
-				if err != nil {
-					fmt.Fprint(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
-					return
-				}
-				defer up.Close()
-				fmt.Fprint(c, "HTTP/1.1 200 OK\r\n\r\n")
-				go func() { _, _ = io.Copy(up, br) }()
-				_, _ = io.Copy(c, up)
-			}()
+	port := serve(t, loopback(t), func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil || req.Method != http.MethodConnect {
+			return
 		}
-	}()
-	return ln.Addr().String(), func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), got...) }
+		mu.Lock()
+		got = append(got, req.Host)
+		mu.Unlock()
+		up, err := net.Dial("tcp", req.Host)
+		if err != nil {
+			fmt.Fprint(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
+			return
+		}
+		defer up.Close()
+		fmt.Fprint(c, "HTTP/1.1 200 OK\r\n\r\n")
+		go func() { _, _ = io.Copy(up, br) }()
+		_, _ = io.Copy(c, up)
+	})
+	return fmt.Sprintf("127.0.0.1:%d", port), func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), got...) }
 }
 
 func glueGateway(t *testing.T, body string) (*gateway.Server, *events.Log) {

@@ -140,21 +140,7 @@ type mgmtEnv struct {
 
 func echoUpstream(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	return serve(t, loopback(t), func(c net.Conn) { _, _ = io.Copy(c, c) })
 }
 
 type mapResolver map[string]string

@@ -130,6 +130,33 @@ func ptyOutput(ptmx *os.File) func() string {
 	}
 }
 
+// serve accepts on ln until the test ends and runs handle on each
+// connection in its own goroutine, closing the connection after; it returns
+// ln's port.
+func serve(t *testing.T, ln net.Listener, handle func(net.Conn)) int {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); handle(c) }()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// loopback listens on a free loopback port.
+func loopback(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
 // startGateway runs `storegate run --policy path` in this process until the
 // test ends and returns its stderr, where the events go.
 func startGateway(t *testing.T, path string) *syncBuf {

@@ -240,36 +240,21 @@ func blackhole(t *testing.T) int {
 // CONNECT and echoes the tunnel.
 func fakeRelay(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return serve(t, loopback(t), func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			l, err := br.ReadString('\n')
 			if err != nil {
-				return
+				return // a probe: connected and closed
 			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				br := bufio.NewReader(c)
-				for {
-					l, err := br.ReadString('\n')
-					if err != nil {
-						return // a probe: connected and closed
-					}
-					if l == "\r\n" {
-						break
-					}
-				}
-				io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
-				io.Copy(c, br)
-			}()
+			if l == "\r\n" {
+				break
+			}
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+		io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+		io.Copy(c, br)
+	})
 }
 
 // TestReloadGivesSpoolNewCA: the receiver's certificate is not trusted at
