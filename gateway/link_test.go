@@ -46,6 +46,9 @@ func TestConnectHeldDuringOutage(t *testing.T) {
 					}
 				})
 			if c.recovers {
+				// Take the outage's trial, so this CONNECT is held until
+				// the link returns rather than let through at once.
+				_ = tr.Wait(context.Background())
 				go func() {
 					time.Sleep(200 * time.Millisecond)
 					tr.Observe(nil) // the link is back
