@@ -80,6 +80,7 @@ type receiver struct {
 	srv     *http.Server
 	handoff chan net.Conn
 	mode    atomic.Int32
+	open    atomic.Int32 // connections the HTTP server holds open
 	// respond picks the status for a request; nil means 200.
 	respond atomic.Pointer[func(r *http.Request, n int) (int, http.Header)]
 
@@ -95,7 +96,15 @@ func newReceiver(t testing.TB, cert tls.Certificate) *receiver {
 	t.Helper()
 	r := &receiver{t: t, handoff: make(chan net.Conn), count: map[string]int{}}
 	r.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
-	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				r.open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				r.open.Add(-1)
+			}
+		}}
 	cl := &chanListener{ch: r.handoff, done: make(chan struct{})}
 	go r.srv.Serve(tls.NewListener(cl, r.tlsConf))
 	r.start("127.0.0.1:0")

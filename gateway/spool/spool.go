@@ -297,14 +297,19 @@ func (s *Spool) SetLimits(l Limits) error {
 
 // SetRootCAs changes the roots that verify receivers' certificates (a policy
 // reload that changed tls.ca_file). Deliveries from then on use them; one
-// already in flight finishes with the old ones, whose idle connections are
-// closed.
+// already in flight finishes with the old ones. The old client's idle
+// connections are closed now. A busy one goes back to the old client's pool
+// when its delivery ends, at the latest after AttemptTimeout, so the pool is
+// emptied once more after that (nothing else uses the old client).
 func (s *Spool) SetRootCAs(roots *x509.CertPool) {
 	o := s.opts
 	o.RootCAs = roots
-	if old := s.client.Swap(newClient(o)); old != nil {
-		old.CloseIdleConnections()
+	old := s.client.Swap(newClient(o))
+	if old == nil {
+		return
 	}
+	old.CloseIdleConnections()
+	time.AfterFunc(s.opts.AttemptTimeout+time.Second, old.CloseIdleConnections)
 }
 
 func (s *Spool) emit(id events.ID, msg string, f ...events.Field) {

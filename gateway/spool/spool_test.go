@@ -808,3 +808,29 @@ func TestUndecodableRecordKeptWhenDeadLetterFails(t *testing.T) {
 		t.Fatalf("%d dead letters after the disk was fixed, want the record kept as 1", st.DeadLetters)
 	}
 }
+
+// A delivery in flight when the roots change finishes on the old client; its
+// connection must then close, not wait out the old client's idle timeout.
+func TestOldClientLetsGoAfterRootSwap(t *testing.T) {
+	f := newFixture(t, true, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	f.rcv.setRespond(func(_ *http.Request, n int) (int, http.Header) {
+		if n == 1 {
+			close(entered)
+			<-release
+		}
+		return http.StatusOK, nil
+	})
+	if code, _, _ := f.submit(f.dest("/swap"), []byte("x"), nil); code != http.StatusAccepted {
+		t.Fatalf("submit: %d", code)
+	}
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the receiver never got the delivery")
+	}
+	f.sp.SetRootCAs(f.sp.opts.RootCAs) // the same roots: only the client changes
+	close(release)
+	waitFor(t, "the delivery", 10*time.Second, func() bool { return len(f.rcv.receipts()) == 1 })
+	waitFor(t, "the old client's connection to close", 10*time.Second, func() bool { return f.rcv.open.Load() == 0 })
+}
