@@ -1,8 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,19 +11,22 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/storegate/storegate/device/console"
 	"github.com/storegate/storegate/device/netcheck"
+	"github.com/storegate/storegate/gateway"
 	"github.com/storegate/storegate/gateway/policy"
 	"github.com/storegate/storegate/gateway/spool"
 )
 
 // cmdConsole serves the console on a device ad hoc, beside a gateway that
 // runs elsewhere on the box (or not at all): status, counters and link come
-// from the gateway's admin endpoint (/status), the policy from the policy
-// file, and check dials directly from this process. Events are not served by
-// the admin endpoint, so events/follow say where to find them.
+// from the gateway's admin endpoint (/status), the spool from its proxy
+// listener, the policy from the policy file, and check asks the gateway for
+// a tunnel. Events are not served by the admin endpoint, so events/follow say
+// where to find them.
 func cmdConsole(ctx context.Context, args []string, s stdio) int {
 	fs := flag.NewFlagSet("console", flag.ContinueOnError)
 	fs.SetOutput(s.Err)
@@ -97,8 +101,7 @@ func (p *adhocProvider) Policy() console.PolicyView {
 	return policyView(snap)
 }
 
-// Spool asks the running gateway's proxy listener for /spool/v1/status (the
-// listener of the policy file; a wildcard address is asked on loopback).
+// Spool asks the running gateway's proxy listener for /spool/v1/status.
 // When that fails, it shows the depth /status gives and says why.
 func (p *adhocProvider) Spool() console.SpoolView {
 	snap, err := p.snapshot()
@@ -109,35 +112,27 @@ func (p *adhocProvider) Spool() console.SpoolView {
 	if f.Spool.Disabled {
 		return console.SpoolView{LastError: "spool.disabled is set"}
 	}
-	host := f.ListenAddress
-	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
-		host = "127.0.0.1" // a wildcard listener (0.0.0.0, and :: too) answers there
-	}
-	url := "http://" + net.JoinHostPort(host, strconv.Itoa(f.ListenPort)) + spool.PathStatus
+	url := "http://" + proxyAddr(snap) + spool.PathStatus
 	var st spool.Status
-	err = func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := p.client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s answered %s", url, resp.Status)
-		}
-		return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
-	}()
-	if err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := console.GetJSON(ctx, p.client, url, &st); err != nil {
 		v := console.SpoolView{Dir: f.Spool.Dir, Messages: p.Status().SpoolDepth, MaxBytes: int64(f.Spool.MaxBytes), MaxAge: f.Spool.MaxAge.D()}
 		v.LastError = "spool status not reachable: " + err.Error()
 		return v
 	}
 	return spoolView(st, snap)
+}
+
+// proxyAddr is where the gateway of the policy file serves its proxy
+// listener on this box: its listen address, or loopback when that is a
+// wildcard (0.0.0.0 and :: answer there too).
+func proxyAddr(snap *policy.Snapshot) string {
+	host := snap.File.ListenAddress
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(snap.File.ListenPort))
 }
 
 func (p *adhocProvider) Link() console.LinkView {
@@ -156,8 +151,73 @@ func (p *adhocProvider) Follow(int) (<-chan []byte, func()) {
 	return ch, func() {}
 }
 
-// Check dials directly from this process: the relay path belongs to the
-// gateway, so the report says "via direct".
+// Check asks the running gateway for a tunnel, as a store's terminal would:
+// CONNECT on its proxy listener, so the check takes the gateway's path (its
+// policy, then direct or its relay). The certificate is verified against the
+// system roots and the policy file's tls.ca_file.
 func (p *adhocProvider) Check(ctx context.Context, host string, port int) netcheck.Report {
-	return netcheck.Run(ctx, netcheck.Config{Via: "direct"}, host, port)
+	snap, err := p.snapshot()
+	if err != nil {
+		// Without the policy there is no listener to ask; say why at connect.
+		return netcheck.Run(ctx, netcheck.Config{Via: "gateway", Dial: func(context.Context, string, int) (net.Conn, error) {
+			return nil, fmt.Errorf("cannot find the gateway's proxy listener: %v", err)
+		}}, host, port)
+	}
+	proxy := proxyAddr(snap)
+	cfg := netcheck.Config{
+		Via: "gateway " + proxy,
+		Dial: func(ctx context.Context, host string, port int) (net.Conn, error) {
+			return dialThrough(ctx, proxy, host, port)
+		},
+	}
+	if roots, err := gateway.SystemRoots(snap); err == nil {
+		cfg.Roots = roots
+	}
+	return netcheck.Run(ctx, cfg, host, port)
 }
+
+// dialThrough opens a tunnel to host:port through the CONNECT proxy at proxy.
+// A refusal comes back as an error with the gateway's status and reason.
+func dialThrough(ctx context.Context, proxy, host string, port int) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", proxy)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the gateway's proxy listener at %s (is storegate running?): %v", proxy, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	target := net.JoinHostPort(host, strconv.Itoa(port))
+	if _, err := fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: storegate-console/%s\r\n\r\n", target, target, version); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("gateway at %s: %v", proxy, err)
+	}
+	br := bufio.NewReaderSize(c, 1024)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("gateway at %s did not answer the CONNECT: %v", proxy, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		reason, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		c.Close()
+		msg := fmt.Sprintf("the gateway answered %s", resp.Status)
+		if r := strings.TrimSpace(string(reason)); r != "" {
+			msg += ": " + r
+		}
+		return nil, errors.New(msg)
+	}
+	c.SetDeadline(time.Time{})
+	if br.Buffered() > 0 { // the far end spoke first; keep its bytes
+		return &bufferedConn{Conn: c, r: br}, nil
+	}
+	return c, nil
+}
+
+// bufferedConn reads what the CONNECT answer's reader already holds first.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }

@@ -368,3 +368,48 @@ func TestConsoleCommandAdHocSpool(t *testing.T) {
 	ccancel()
 	<-codec
 }
+
+// TestConsoleCommandAdHocCheck: the ad hoc console's check asks the running
+// gateway for a tunnel, so it takes the gateway's policy and path and trusts
+// the policy's tls.ca_file; a target the policy refuses fails at connect with
+// the gateway's answer.
+func TestConsoleCommandAdHocCheck(t *testing.T) {
+	recv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer recv.Close()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, certPEM(recv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := startSpoolGateway(t, dir, recv, ca)
+
+	ptmx, pts, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	defer pts.Close()
+	cctx, ccancel := context.WithCancel(context.Background())
+	codec := make(chan int, 1)
+	go func() {
+		codec <- cmdConsole(cctx, []string{"--device", pts.Name(), "--policy", g.path}, stdio{Out: io.Discard, Err: io.Discard})
+	}()
+	defer func() { ccancel(); <-codec }()
+	out := ptyOutput(ptmx)
+	waitFor(t, out, "storegate> ")
+
+	ptmx.Write([]byte("check 127.0.0.1:" + g.rport + "\r"))
+	waitFor(t, out, "result: ")
+	for _, want := range []string{"via gateway " + strings.TrimPrefix(g.proxy, "http://"), "  verify   ok", "by policy", "result: OK"} {
+		if !strings.Contains(out(), want) {
+			t.Errorf("check lacks %q:\n%s", want, out())
+		}
+	}
+	waitFor(t, g.stderr.String, `"target":"127.0.0.1:`+g.rport+`"`) // the gateway carried it
+
+	ptmx.Write([]byte("check 127.0.0.1:1\r"))
+	waitFor(t, out, "result: FAILED at connect")
+	if !strings.Contains(out(), "the gateway answered 403 Forbidden") {
+		t.Errorf("a refused check should give the gateway's answer:\n%s", out())
+	}
+}
