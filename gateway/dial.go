@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"time"
 
@@ -296,14 +297,55 @@ func closeWrite(c net.Conn) error {
 // SystemRoots returns the system roots plus the policy's tls.ca_file, for
 // connections the gateway makes itself (spool delivery, console check).
 func SystemRoots(snap *policy.Snapshot) (*x509.CertPool, error) {
+	r, err := LoadRoots(snap)
+	if err != nil {
+		return nil, err
+	}
+	return r.WithSystem(), nil
+}
+
+// Roots are the certificates of the policy's tls.ca_file, read once. The
+// system roots are not loaded until WithSystem asks for them: parsing them
+// costs a small box about 1.5 MB that a gateway with nothing to verify
+// should not hold.
+type Roots struct {
+	pem  []byte
+	pool *x509.CertPool // the file's certificates alone; nil when tls.ca_file is unset
+}
+
+// LoadRoots reads and checks the policy's tls.ca_file (an error names the key).
+func LoadRoots(snap *policy.Snapshot) (*Roots, error) {
+	f := snap.File.TLS.CAFile
+	if f == "" {
+		return &Roots{}, nil
+	}
+	pem, err := os.ReadFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("tls.ca_file: %v", unwrapPathErrGw(err))
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", f)
+	}
+	return &Roots{pem: pem, pool: pool}, nil
+}
+
+// Equal reports whether r and o hold the same certificates.
+func (r *Roots) Equal(o *Roots) bool {
+	if r == nil || o == nil {
+		return r == o
+	}
+	return r.pool.Equal(o.pool)
+}
+
+// WithSystem returns a new pool of the system roots plus r's certificates.
+func (r *Roots) WithSystem() *x509.CertPool {
 	pool, err := x509.SystemCertPool()
 	if err != nil || pool == nil {
 		pool = x509.NewCertPool()
 	}
-	if f := snap.File.TLS.CAFile; f != "" {
-		if err := appendPEMFile(pool, f, "tls.ca_file"); err != nil {
-			return nil, err
-		}
+	if len(r.pem) > 0 {
+		pool.AppendCertsFromPEM(r.pem)
 	}
-	return pool, nil
+	return pool
 }

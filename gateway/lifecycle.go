@@ -279,7 +279,7 @@ func CheckFiles(snap *policy.Snapshot) error {
 	if _, err := loadRelayTLS(snap); err != nil {
 		return err
 	}
-	_, err := SystemRoots(snap)
+	_, err := LoadRoots(snap)
 	return err
 }
 

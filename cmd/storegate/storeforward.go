@@ -25,7 +25,7 @@ type storeForward struct {
 
 	mu     sync.Mutex
 	probed string         // the probe's target under the policy last applied
-	roots  *x509.CertPool // the spool's roots (system plus tls.ca_file)
+	roots  *gateway.Roots // the spool's tls.ca_file (the system roots are added when it delivers)
 }
 
 // newStoreForward builds the tracker and the spool from the policy. srv is
@@ -66,18 +66,18 @@ func newStoreForward(snap *policy.Snapshot, srv func() *gateway.Server, log even
 	if f.Spool.Disabled {
 		return sf, nil
 	}
-	roots, err := gateway.SystemRoots(snap)
+	roots, err := gateway.LoadRoots(snap)
 	if err != nil {
 		return nil, err
 	}
 	sp, err := spool.New(spool.Options{
-		Dir:     f.Spool.Dir,
-		Limits:  spoolLimits(snap),
-		Allow:   func(host string, port int) error { return srv().CheckTarget(host, port) },
-		Dial:    dial,
-		RootCAs: roots,
-		Events:  log,
-		Link:    sf.link,
+		Dir:    f.Spool.Dir,
+		Limits: spoolLimits(snap),
+		Allow:  func(host string, port int) error { return srv().CheckTarget(host, port) },
+		Dial:   dial,
+		Roots:  spoolRoots(roots),
+		Events: log,
+		Link:   sf.link,
 	})
 	if err != nil {
 		return nil, err
@@ -162,7 +162,7 @@ func (sf *storeForward) gatewayConfig(cfg *gateway.Config) {
 // already read and checked the file, so an error here (it changed again
 // since) keeps the roots in use until the next reload.
 func (sf *storeForward) applyRoots(snap *policy.Snapshot) {
-	roots, err := gateway.SystemRoots(snap)
+	roots, err := gateway.LoadRoots(snap)
 	if err != nil {
 		return
 	}
@@ -172,7 +172,13 @@ func (sf *storeForward) applyRoots(snap *policy.Snapshot) {
 		return
 	}
 	sf.roots = roots
-	sf.spool.SetRootCAs(roots)
+	sf.spool.SetRoots(spoolRoots(roots))
+}
+
+// spoolRoots is the spool's Options.Roots: the system roots plus
+// tls.ca_file, loaded when the spool first delivers.
+func spoolRoots(r *gateway.Roots) func() (*x509.CertPool, error) {
+	return func() (*x509.CertPool, error) { return r.WithSystem(), nil }
 }
 
 // run delivers and probes until ctx ends.

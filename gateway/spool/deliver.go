@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -18,11 +19,11 @@ import (
 	"github.com/storegate/storegate/gateway/spool/queue"
 )
 
-func newClient(opts Options) *http.Client {
+func newClient(opts Options, roots *x509.CertPool) *http.Client {
 	tr := &http.Transport{
 		Proxy:                 nil, // never from the environment: Dial is the gateway's path
 		DialContext:           opts.Dial,
-		TLSClientConfig:       &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
+		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2:     true,
 		TLSHandshakeTimeout:   min(10*time.Second, opts.AttemptTimeout),
 		ResponseHeaderTimeout: opts.AttemptTimeout,
@@ -197,7 +198,12 @@ func (s *Spool) deliver(ctx context.Context, e *entry, oq *originQueue) {
 		req.Header[k] = vs
 	}
 	req.Header.Set("Idempotency-Key", m.Key)
-	resp, err := s.client.Load().Do(req)
+	client, err := s.httpClient()
+	if err != nil {
+		s.retry(e, oq, "no roots to verify the receiver: "+err.Error(), 0)
+		return
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return

@@ -92,6 +92,11 @@ type receiver struct {
 	done  chan struct{}
 }
 
+// rootsOf is Options.Roots for a fixed pool.
+func rootsOf(p *x509.CertPool) func() (*x509.CertPool, error) {
+	return func() (*x509.CertPool, error) { return p, nil }
+}
+
 func newReceiver(t testing.TB, cert tls.Certificate) *receiver {
 	t.Helper()
 	r := &receiver{t: t, handoff: make(chan net.Conn), count: map[string]int{}}

@@ -37,7 +37,7 @@ func TestKillHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := testOptions(dir)
-	opts.RootCAs = poolFromPEM(t, caPEM)
+	opts.Roots = rootsOf(poolFromPEM(t, caPEM))
 	opts.SegmentBytes = 32 << 10 // many segments: rotation and deletion get killed too
 	sp, err := New(opts)
 	if err != nil {

@@ -94,9 +94,12 @@ type Options struct {
 	// Dial opens upstream connections for delivery (direct or through the
 	// relay, with the gateway's address checks). Nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// RootCAs verifies receivers' certificates (system roots plus
-	// tls.ca_file). Nil means the system roots.
-	RootCAs *x509.CertPool
+	// Roots gives the pool that verifies receivers' certificates (system
+	// roots plus tls.ca_file). It is called when a delivery first needs a
+	// client, not before: a gateway whose spool has nothing to deliver does
+	// not hold the system roots (about 1.5 MB on a small box). Nil means the
+	// system roots.
+	Roots func() (*x509.CertPool, error)
 	// Events receives the spool's events; nil drops them.
 	Events events.Emitter
 	// Link is told the outcome of every delivery attempt and wakes delivery
@@ -201,7 +204,9 @@ type counters struct {
 type Spool struct {
 	opts   Options
 	limits atomic.Pointer[Limits]
-	client atomic.Pointer[http.Client] // replaced by SetRootCAs
+	client atomic.Pointer[http.Client]    // nil until a delivery needs it, and after SetRoots
+	mkMu   sync.Mutex                     // one client is made at a time
+	roots  func() (*x509.CertPool, error) // guarded by mkMu
 	sem    chan struct{}
 	wake   chan struct{}
 	c      counters
@@ -277,7 +282,7 @@ func New(opts Options) (*Spool, error) {
 		origins:  map[string]*originQueue{},
 		finished: map[msgID]finished{},
 	}
-	s.client.Store(newClient(opts))
+	s.roots = opts.Roots
 	l := opts.Limits.withDefaults()
 	s.limits.Store(&l)
 	s.open()
@@ -295,21 +300,47 @@ func (s *Spool) SetLimits(l Limits) error {
 	return nil
 }
 
-// SetRootCAs changes the roots that verify receivers' certificates (a policy
-// reload that changed tls.ca_file). Deliveries from then on use them; one
-// already in flight finishes with the old ones. The old client's idle
-// connections are closed now. A busy one goes back to the old client's pool
-// when its delivery ends, at the latest after AttemptTimeout, so the pool is
-// emptied once more after that (nothing else uses the old client).
-func (s *Spool) SetRootCAs(roots *x509.CertPool) {
-	o := s.opts
-	o.RootCAs = roots
-	old := s.client.Swap(newClient(o))
+// SetRoots changes the roots that verify receivers' certificates (a policy
+// reload that changed tls.ca_file): the next delivery makes a client with
+// them. One already in flight finishes with the old client. Its idle
+// connections are closed now; a busy one goes back to its pool when its
+// delivery ends, at the latest after AttemptTimeout, so the pool is emptied
+// once more after that (nothing else uses the old client).
+func (s *Spool) SetRoots(roots func() (*x509.CertPool, error)) {
+	s.mkMu.Lock()
+	s.roots = roots
+	old := s.client.Swap(nil)
+	s.mkMu.Unlock()
 	if old == nil {
 		return
 	}
 	old.CloseIdleConnections()
 	time.AfterFunc(s.opts.AttemptTimeout+time.Second, old.CloseIdleConnections)
+}
+
+// httpClient is the delivery client, made on first use with the roots in
+// force. An error (tls.ca_file unreadable since the policy was checked)
+// leaves it unmade, and the delivery is retried.
+func (s *Spool) httpClient() (*http.Client, error) {
+	if c := s.client.Load(); c != nil {
+		return c, nil
+	}
+	s.mkMu.Lock()
+	defer s.mkMu.Unlock()
+	if c := s.client.Load(); c != nil {
+		return c, nil
+	}
+	var pool *x509.CertPool
+	if s.roots != nil {
+		p, err := s.roots()
+		if err != nil {
+			return nil, err
+		}
+		pool = p
+	}
+	c := newClient(s.opts, pool)
+	s.client.Store(c)
+	return c, nil
 }
 
 func (s *Spool) emit(id events.ID, msg string, f ...events.Field) {

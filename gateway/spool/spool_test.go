@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,7 +55,7 @@ func newFixture(t *testing.T, run bool, tweak func(*Options)) *fixture {
 	f := &fixture{t: t, rcv: newReceiver(t, cert), ev: &eventLog{}}
 	f.link = link.New(link.Options{Events: f.ev, FailuresToDown: 2, Hold: -1})
 	opts := testOptions(t.TempDir())
-	opts.RootCAs = poolFromPEM(t, certPEM)
+	opts.Roots = rootsOf(poolFromPEM(t, certPEM))
 	opts.Events = f.ev
 	opts.Link = f.link
 	if tweak != nil {
@@ -549,7 +550,7 @@ func FuzzParseDestination(f *testing.F) {
 }
 
 // TestDeliveryPath: delivery dials through the injected Dial (the gateway's
-// own upstream path) and verifies the receiver's certificate against RootCAs.
+// own upstream path) and verifies the receiver's certificate against Roots.
 func TestDeliveryPath(t *testing.T) {
 	var mu sync.Mutex
 	var dialed []string
@@ -572,7 +573,7 @@ func TestDeliveryPath(t *testing.T) {
 
 	// A receiver whose certificate the pool does not trust gets nothing, the
 	// message stays queued, and the link is not blamed.
-	g := newFixture(t, true, func(o *Options) { o.RootCAs = x509.NewCertPool() })
+	g := newFixture(t, true, func(o *Options) { o.Roots = rootsOf(x509.NewCertPool()) })
 	_, id, _ := g.submit(g.dest("/untrusted"), []byte("x"), nil)
 	var st MessageState
 	waitFor(t, "failed attempts", 10*time.Second, func() bool {
@@ -829,8 +830,73 @@ func TestOldClientLetsGoAfterRootSwap(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the receiver never got the delivery")
 	}
-	f.sp.SetRootCAs(f.sp.opts.RootCAs) // the same roots: only the client changes
+	f.sp.SetRoots(f.sp.opts.Roots) // the same roots: only the client changes
 	close(release)
 	waitFor(t, "the delivery", 10*time.Second, func() bool { return len(f.rcv.receipts()) == 1 })
 	waitFor(t, "the old client's connection to close", 10*time.Second, func() bool { return f.rcv.open.Load() == 0 })
+}
+
+// The spool asks for its roots when a delivery first needs them, not at
+// start (loading the system roots costs a small box 1.5 MB), and again after
+// SetRoots.
+func TestRootsLoadedOnFirstDelivery(t *testing.T) {
+	var calls atomic.Int32
+	f := newFixture(t, true, func(o *Options) {
+		fixed := o.Roots
+		o.Roots = func() (*x509.CertPool, error) { calls.Add(1); return fixed() }
+	})
+	var st Status
+	if code := f.getJSON(PathStatus, &st); code != http.StatusOK || calls.Load() != 0 {
+		t.Fatalf("status %d; roots asked for %d times before any delivery, want 0", code, calls.Load())
+	}
+	for i, path := range []string{"/first", "/second"} {
+		if code, _, _ := f.submit(f.dest(path), []byte("x"), nil); code != http.StatusAccepted {
+			t.Fatalf("submit: %d", code)
+		}
+		waitFor(t, "delivery", 10*time.Second, func() bool { return len(f.rcv.receipts()) == i+1 })
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("roots asked for %d times for two deliveries, want 1", n)
+	}
+	f.sp.SetRoots(f.sp.opts.Roots)
+	if code, _, _ := f.submit(f.dest("/third"), []byte("x"), nil); code != http.StatusAccepted {
+		t.Fatalf("submit: %d", code)
+	}
+	waitFor(t, "delivery", 10*time.Second, func() bool { return len(f.rcv.receipts()) == 3 })
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("roots asked for %d times after SetRoots, want 2", n)
+	}
+}
+
+// Roots that cannot be had (tls.ca_file gone since the policy was checked)
+// hold deliveries back with the reason; they go out once roots can be had.
+func TestRootsErrorRetries(t *testing.T) {
+	var fail atomic.Bool
+	fail.Store(true)
+	f := newFixture(t, true, func(o *Options) {
+		fixed := o.Roots
+		o.Roots = func() (*x509.CertPool, error) {
+			if fail.Load() {
+				return nil, errors.New("tls.ca_file: gone")
+			}
+			return fixed()
+		}
+	})
+	code, id, _ := f.submit(f.dest("/later"), []byte("x"), nil)
+	if code != http.StatusAccepted {
+		t.Fatalf("submit: %d", code)
+	}
+	waitFor(t, "the reason on the message", 10*time.Second, func() bool {
+		var st MessageState
+		f.getJSON(PathMessages+"/"+id, &st)
+		return st.State == "queued" && strings.Contains(st.LastError, "tls.ca_file: gone")
+	})
+	if !f.ev.said(events.NetworkError, "spool delivery failing") {
+		t.Error("no NetworkError event for the held delivery")
+	}
+	if n := len(f.rcv.receipts()); n != 0 {
+		t.Fatalf("%d deliveries without roots", n)
+	}
+	fail.Store(false)
+	waitFor(t, "delivery", 10*time.Second, func() bool { return len(f.rcv.receipts()) == 1 })
 }
