@@ -184,9 +184,11 @@ func dialThrough(ctx context.Context, proxy, host string, port int) (net.Conn, e
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the gateway's proxy listener at %s (is storegate running?): %v", proxy, err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(10 * time.Second) // a gateway that never answers must not hang the console
 	}
+	c.SetDeadline(dl)
 	target := net.JoinHostPort(host, strconv.Itoa(port))
 	if _, err := fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: storegate-console/%s\r\n\r\n", target, target, version); err != nil {
 		c.Close()
