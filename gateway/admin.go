@@ -255,6 +255,7 @@ func (s *Server) WriteMetrics(w io.Writer) {
 			[]string{"source", "sha256", "disk_matches"}, []string{snap.Source, snap.Hash, strconv.Itoa(int(inForce))}, 1)
 	}
 	m.Gauge("storegate_uptime_seconds", "Seconds since start.", s.cfg.Now().Sub(s.started).Seconds())
+	m.Process()
 	if s.cfg.SpoolMetrics != nil {
 		s.cfg.SpoolMetrics(w)
 	}

@@ -442,7 +442,8 @@ func TestAdminEndpoints(t *testing.T) {
 	resp, _ := http.Get(admin + "/metrics")
 	b, _ := io.ReadAll(resp.Body)
 	for _, name := range []string{"storegate_active_client_connections", "storegate_connected_clients", "storegate_errors_total",
-		"storegate_tunnels_total", `storegate_tunnel_bytes_total{direction="up"}`, `storegate_tunnel_bytes_total{direction="down"}`} {
+		"storegate_tunnels_total", `storegate_tunnel_bytes_total{direction="up"}`, `storegate_tunnel_bytes_total{direction="down"}`,
+		"go_goroutines", "process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"} {
 		if !strings.Contains(string(b), name) {
 			t.Errorf("metrics lack %s", name)
 		}
