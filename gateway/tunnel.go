@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -30,7 +29,7 @@ type tunnel struct {
 // splice(2) through a kernel pipe held only while bytes are in flight, so
 // nothing is copied through user space, nothing is allocated per byte, and an
 // idle tunnel holds no pipe (see splice_linux.go). That is why nothing wraps
-// the connections. Elsewhere it is io.Copy. A direction that reaches EOF
+// the connections. Elsewhere it is copyBuffered (copy.go). A direction that reaches EOF
 // half-closes its peer, so TCP half-close passes through both ways; an error
 // in either ends the tunnel.
 //
@@ -50,7 +49,7 @@ func (s *Server) copyHalf(t *tunnel, upward bool) {
 	}
 	n, err, handled := spliceCopy(dst, src)
 	if !handled {
-		n, err = io.Copy(dst, src) // TLS listener, TLS relay
+		n, err = copyBuffered(dst, src) // TLS listener, TLS relay
 	}
 	if err != nil {
 		t.cc.closeBoth()
