@@ -1,5 +1,6 @@
 # Soak: storegate under sustained mixed load on loopback (build/soak): TLS
-# tunnels through inspection, spool deliveries with receiver outages, a
+# tunnels through inspection, a third of them on the TLS listener, spool
+# deliveries with receiver outages, a
 # policy rewrite every 2 s; it fails when descriptors, goroutines,
 # connections or memory are not given back. SOAK_TIME=10m by default.
 SOAK_TIME ?= 10m

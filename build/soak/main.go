@@ -1,6 +1,7 @@
 // Command soak runs storegate under sustained, mixed load on loopback and
-// checks that it gives back what it takes: CONNECT round trips (some moving
-// 64 KiB, some half-closing first), spool submissions to a receiver that
+// checks that it gives back what it takes: CONNECT round trips with TLS
+// inside (some moving 64 KiB, some half-closing first, a third of them on
+// the TLS listener), spool submissions to a receiver that
 // fails every other 10 s, and a policy rewrite every 2 s. It samples the
 // gateway's own /metrics (descriptors, goroutines, RSS, connections, spool
 // depth) during the run and after the load stops, and exits 1 when a check
@@ -171,23 +172,38 @@ func run(bin string, dur time.Duration, clients int) error {
 	roots := x509.NewCertPool()
 	roots.AddCert(recv.Certificate())
 	clientTLS := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+	// The TLS listener, where a regional storegate takes its stores, uses
+	// that certificate too.
+	certFile, keyFile := filepath.Join(dir, "listener.pem"), filepath.Join(dir, "listener.key")
+	keyDER, err := x509.MarshalPKCS8PrivateKey(recv.TLS.Certificates[0].PrivateKey)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: recv.Certificate().Raw}), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return err
+	}
 	ca := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: recv.Certificate().Raw}), 0o644); err != nil {
 		return err
 	}
 	_, rport, _ := net.SplitHostPort(recv.Listener.Addr().String())
-	ports, err := freePorts(2)
+	ports, err := freePorts(3)
 	if err != nil {
 		return err
 	}
 	proxy, admin := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
+	tlsProxy := fmt.Sprintf("127.0.0.1:%d", ports[2])
 	policyPath := filepath.Join(dir, "policy.yaml")
 	writePolicy := func(gen int) error {
 		// Each generation names another (unused) host, so every rewrite is
 		// a real change that the gateway reloads.
 		p := fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: %d\nadmin_address: %s\n"+
 			"allowed_hosts: [127.0.0.1, gen%d.soak.example]\nallowed_ports: [%d, %s]\n"+
-			"tls: {ca_file: %q}\nspool: {dir: %q}\n", ports[0], admin, gen, echoPort, rport, ca, filepath.Join(dir, "spool"))
+			"tls: {ca_file: %q}\ntls_listener: {port: %d, cert_file: %q, key_file: %q}\nspool: {dir: %q}\n",
+			ports[0], admin, gen, echoPort, rport, ca, ports[2], certFile, keyFile, filepath.Join(dir, "spool"))
 		tmp := policyPath + ".tmp"
 		if err := os.WriteFile(tmp, []byte(p), 0o644); err != nil {
 			return err
@@ -243,7 +259,11 @@ func run(bin string, dur time.Duration, clients int) error {
 					return
 				default:
 				}
-				if err := roundTrip(proxy, echoPort, clientTLS, w, n); err != nil {
+				via := proxy
+				if w%3 == 2 {
+					via = "tls://" + tlsProxy
+				}
+				if err := roundTrip(via, echoPort, clientTLS, w, n); err != nil {
 					l.fail(err)
 					continue
 				}
@@ -354,9 +374,17 @@ func verdict(start sample, during []sample, end sample, errs int64, lastErr stri
 
 // roundTrip opens a tunnel to the echo server and uses it over TLS: a small
 // echo, or 64 KiB for every fourth client, and a close_notify and half-close
-// first for every fifth.
+// first for every fifth. A proxy address "tls://host:port" is the TLS
+// listener: the tunnel's TLS then runs inside the listener's.
 func roundTrip(proxy string, echoPort int, cfg *tls.Config, w, n int) error {
-	c, err := net.DialTimeout("tcp", proxy, 5*time.Second)
+	var c net.Conn
+	var err error
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if addr, ok := strings.CutPrefix(proxy, "tls://"); ok {
+		c, err = tls.DialWithDialer(d, "tcp", addr, cfg)
+	} else {
+		c, err = d.Dial("tcp", proxy)
+	}
 	if err != nil {
 		return err
 	}
