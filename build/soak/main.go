@@ -311,14 +311,21 @@ func run(bin string, dur time.Duration, clients int) error {
 	receiverUp.Store(true)
 
 	// Quiet: wait (bounded) for connections to close and the spool to drain.
+	// A message that met the flapping receiver several times in a row waits
+	// out its retry backoff, which reaches 5 minutes (spool MaxBackoff), so
+	// the spool gets up to 6.
 	var end sample
-	for i := 0; i < 120; i++ {
+	quietUntil := time.Now().Add(6 * time.Minute)
+	for i := 0; time.Now().Before(quietUntil); i++ {
 		time.Sleep(500 * time.Millisecond)
 		if end, err = scrape(admin); err != nil {
 			return fmt.Errorf("scrape after the load: %v", err)
 		}
 		if end.conns == 0 && end.spoolDepth == 0 && i >= 10 {
 			break
+		}
+		if i == 120 {
+			fmt.Printf("waiting for the spool to drain (%.0f messages; a retry backoff may be up to 5 minutes)\n", end.spoolDepth)
 		}
 	}
 	end.tag = "quiet"
@@ -330,7 +337,8 @@ func run(bin string, dur time.Duration, clients int) error {
 		fmt.Println("FAIL", p)
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%d check(s) failed; events in %s were removed with the run", len(problems), events.Name())
+		printErrorEvents(events.Name(), 30)
+		return fmt.Errorf("%d check(s) failed", len(problems))
 	}
 	fmt.Println("soak: ok")
 	return nil
@@ -459,5 +467,27 @@ func submit(proxy, rport string, l *load, stop <-chan struct{}) {
 			continue
 		}
 		l.submitted.Add(1)
+	}
+}
+
+// printErrorEvents prints the last max error and warning events of the run
+// (the temporary directory goes with it).
+func printErrorEvents(path string, max int) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, `"level":"error"`) || strings.Contains(l, `"level":"warn`) {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > max {
+		lines = lines[len(lines)-max:]
+	}
+	fmt.Printf("last %d error/warning events of storegate:\n", len(lines))
+	for _, l := range lines {
+		fmt.Println("  " + l)
 	}
 }
