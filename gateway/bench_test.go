@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -73,7 +74,14 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 // benchGW runs a gateway with events written to a file, as in production.
 func benchGW(b *testing.B, port int) string {
 	b.Helper()
-	yaml := fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: 1\nadmin_address: off\nallowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: false}\nlimits: {max_connections: 100000, max_connections_per_client: 100000}\n", port)
+	return benchGWWith(b, port, "", "proxy")
+}
+
+// benchGWWith runs a gateway for benchmarks with extra policy lines and
+// returns the address of its listener named which ("proxy" or "tls").
+func benchGWWith(b *testing.B, port int, extra, which string) string {
+	b.Helper()
+	yaml := fmt.Sprintf("version: 1\nlisten_address: 127.0.0.1\nlisten_port: 1\nadmin_address: off\nallowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: false}\nlimits: {max_connections: 100000, max_connections_per_client: 100000}\n", port) + extra
 	f, err := policy.Parse([]byte(yaml), "bench.yaml")
 	if err != nil {
 		b.Fatal(err)
@@ -96,14 +104,19 @@ func benchGW(b *testing.B, port int) string {
 		log.Close()
 		ev.Close()
 	})
-	return srv.Addr("proxy").String()
+	return srv.Addr(which).String()
 }
 
 // sourceServer writes zeros to every connection until it is closed, or (sink
 // mode) reads and discards everything.
 func sourceServer(b *testing.B, sink bool) int {
+	return sourceOn(b, loopback(b), sink)
+}
+
+// sourceOn is sourceServer on a listener of the caller's (TLS, say).
+func sourceOn(b *testing.B, ln net.Listener, sink bool) int {
 	buf := make([]byte, 256<<10)
-	return serve(b, loopback(b), func(c net.Conn) {
+	return serve(b, ln, func(c net.Conn) {
 		defer c.Close()
 		if sink {
 			io.Copy(io.Discard, c)
@@ -152,6 +165,70 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 					proxy = benchGW(b, port)
 				}
 				c := dialVia(b, proxy, port)
+				defer c.Close()
+				buf := make([]byte, 256<<10)
+				b.SetBytes(chunk)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if dir == "down" {
+						for got := 0; got < chunk; {
+							n, err := c.Read(buf)
+							if err != nil {
+								b.Fatal(err)
+							}
+							got += n
+						}
+					} else {
+						for sent := 0; sent < chunk; sent += len(buf) {
+							if _, err := c.Write(buf); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkTLSListenerThroughput moves bulk data through one TLS connection:
+// directly to a TLS server that sources or sinks it, and through storegate's
+// TLS listener, which ends the TLS and relays to a plain server (user-space
+// copies, not splice). Each variant has one TLS session, so the pair
+// compares what the gateway's copy costs.
+func BenchmarkTLSListenerThroughput(b *testing.B) {
+	const chunk = 1 << 20
+	pki := newPKI(b, "127.0.0.1")
+	cert, err := tls.LoadX509KeyPair(pki.crtFile, pki.keyFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := &tls.Config{RootCAs: pki.pool, ServerName: "127.0.0.1"}
+	for _, dir := range []string{"down", "up"} {
+		for _, via := range []string{"direct", "storegate"} {
+			b.Run(dir+"/"+via, func(b *testing.B) {
+				var c net.Conn
+				if via == "direct" {
+					ln := tls.NewListener(loopback(b), &tls.Config{Certificates: []tls.Certificate{cert}})
+					port := sourceOn(b, ln, dir == "up")
+					c, err = tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), client)
+					if err != nil {
+						b.Fatal(err)
+					}
+				} else {
+					port := sourceServer(b, dir == "up")
+					addr := benchGWWith(b, port, fmt.Sprintf("tls_listener: {port: %d, cert_file: %q, key_file: %q}\n", freePort(b), pki.crtFile, pki.keyFile), "tls")
+					tc, err := tls.Dial("tcp", addr, client)
+					if err != nil {
+						b.Fatal(err)
+					}
+					fmt.Fprintf(tc, "CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", port)
+					resp := make([]byte, len("HTTP/1.1 200 Connection established\r\n\r\n"))
+					if _, err := io.ReadFull(tc, resp); err != nil || !strings.HasPrefix(string(resp), "HTTP/1.1 200") {
+						b.Fatalf("CONNECT: %q %v", resp, err)
+					}
+					c = tc
+				}
 				defer c.Close()
 				buf := make([]byte, 256<<10)
 				b.SetBytes(chunk)

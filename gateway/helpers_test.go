@@ -149,7 +149,7 @@ type testPKI struct {
 	keyFile string
 }
 
-func newPKI(t *testing.T, names ...string) *testPKI {
+func newPKI(t testing.TB, names ...string) *testPKI {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{
@@ -174,14 +174,14 @@ func newPKI(t *testing.T, names ...string) *testPKI {
 
 var serial int64 = 100
 
-func (p *testPKI) issue(t *testing.T, subj pkix.Name, names []string, client bool) (tls.Certificate, string, string) {
+func (p *testPKI) issue(t testing.TB, subj pkix.Name, names []string, client bool) (tls.Certificate, string, string) {
 	t.Helper()
 	return p.issueRaw(t, subj, nil, names, client)
 }
 
 // issueRaw is issue with the subject given as DER (rawSubject), when it
 // needs what pkix.Name cannot say, such as a multi-valued RDN.
-func (p *testPKI) issueRaw(t *testing.T, subj pkix.Name, rawSubject []byte, names []string, client bool) (tls.Certificate, string, string) {
+func (p *testPKI) issueRaw(t testing.TB, subj pkix.Name, rawSubject []byte, names []string, client bool) (tls.Certificate, string, string) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	serial++
@@ -239,7 +239,7 @@ func tlsUpstream(t *testing.T, pki *testPKI, body string) (port int) {
 
 // freePort returns a loopback port that was free a moment ago; policy files
 // need a real port (Parse refuses 0).
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln := loopback(t)
 	defer ln.Close()
