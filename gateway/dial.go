@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strconv"
 	"time"
 
@@ -226,35 +225,54 @@ func (s *Server) dialRelay(ctx context.Context, snap *policy.Snapshot, host stri
 	if dl, ok := dctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
-	authority := net.JoinHostPort(host, strconv.Itoa(port))
-	req := "CONNECT " + authority + " HTTP/1.1\r\nHost: " + authority + "\r\n"
+	header := ""
 	if r.Username != "" {
 		cred := base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + snap.RelayPassword()))
-		req += "Proxy-Authorization: Basic " + cred + "\r\n"
+		header = "Proxy-Authorization: Basic " + cred + "\r\n"
 	}
-	req += "\r\n"
-	if _, err := c.Write([]byte(req)); err != nil {
+	tunnel, resp, err := ConnectOver(c, host, port, header)
+	switch {
+	case errors.Is(err, errConnectWrite):
 		c.Close()
 		return nil, via, dialFailure(err)
-	}
-	// Read the relay's answer byte-exactly: a bufio.Reader could swallow the
-	// first bytes of the tunnel, so read through a reader we then check is empty.
-	br := bufio.NewReaderSize(c, 1024)
-	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
-	if err != nil {
+	case err != nil:
 		c.Close()
 		return nil, via, dialFailure(fmt.Errorf("relay: %v", err))
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
+	case resp.StatusCode != 200:
 		c.Close()
 		return nil, via, &upstreamError{status: 502, what: "relay refused", err: &relayError{status: resp.Status}}
 	}
 	_ = c.SetDeadline(time.Time{})
-	if br.Buffered() > 0 {
-		return &prefixConn{Conn: c, r: br}, via, nil
+	return tunnel, via, nil
+}
+
+var errConnectWrite = errors.New("sending CONNECT")
+
+// ConnectOver asks the proxy at the other end of c for a tunnel to
+// host:port (header: extra header lines, each ending in CRLF) and reads its
+// answer byte-exactly, so no byte of the tunnel is lost in a buffer. On 200
+// it returns the tunnel (with any bytes that came with the answer); on any
+// other status, the answer with its body unread and c open for the caller
+// to report and close.
+func ConnectOver(c net.Conn, host string, port int, header string) (net.Conn, *http.Response, error) {
+	authority := net.JoinHostPort(host, strconv.Itoa(port))
+	req := "CONNECT " + authority + " HTTP/1.1\r\nHost: " + authority + "\r\n" + header + "\r\n"
+	if _, err := c.Write([]byte(req)); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errConnectWrite, err)
 	}
-	return c, via, nil
+	br := bufio.NewReaderSize(c, 1024)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, resp, nil
+	}
+	resp.Body.Close()
+	if br.Buffered() > 0 {
+		return &prefixConn{Conn: c, r: br}, resp, nil
+	}
+	return c, resp, nil
 }
 
 // prefixConn is a connection with bytes already read into a buffer.
@@ -319,13 +337,9 @@ func LoadRoots(snap *policy.Snapshot) (*Roots, error) {
 	if f == "" {
 		return &Roots{}, nil
 	}
-	pem, err := os.ReadFile(f)
+	pem, pool, err := readPEMPool(f, "tls.ca_file")
 	if err != nil {
-		return nil, fmt.Errorf("tls.ca_file: %v", unwrapPathErrGw(err))
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", f)
+		return nil, err
 	}
 	return &Roots{pem: pem, pool: pool}, nil
 }

@@ -306,21 +306,22 @@ func listenerTLS(snap *policy.Snapshot) (*tls.Config, error) {
 }
 
 func loadPool(file, key string) (*x509.CertPool, error) {
-	pool := x509.NewCertPool()
-	return pool, appendPEMFile(pool, file, key)
+	_, pool, err := readPEMPool(file, key)
+	return pool, err
 }
 
-// appendPEMFile adds the certificates of a PEM file to pool; errors name the
-// policy key.
-func appendPEMFile(pool *x509.CertPool, file, key string) error {
+// readPEMPool reads a PEM file of certificates: its bytes and a pool of
+// them. Errors name the policy key.
+func readPEMPool(file, key string) ([]byte, *x509.CertPool, error) {
 	pem, err := os.ReadFile(file)
 	if err != nil {
-		return fmt.Errorf("%s: %v", key, unwrapPathErrGw(err))
+		return nil, nil, fmt.Errorf("%s: %v", key, unwrapPathErrGw(err))
 	}
+	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("%s: %s holds no PEM certificate", key, file)
+		return nil, nil, fmt.Errorf("%s: %s holds no PEM certificate", key, file)
 	}
-	return nil
+	return pem, pool, nil
 }
 
 func unwrapPathErrGw(err error) error {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -189,13 +188,7 @@ func dialThrough(ctx context.Context, proxy, host string, port int) (net.Conn, e
 		dl = time.Now().Add(10 * time.Second) // a gateway that never answers must not hang the console
 	}
 	c.SetDeadline(dl)
-	target := net.JoinHostPort(host, strconv.Itoa(port))
-	if _, err := fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: storegate-console/%s\r\n\r\n", target, target, version); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("gateway at %s: %v", proxy, err)
-	}
-	br := bufio.NewReaderSize(c, 1024)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	tunnel, resp, err := gateway.ConnectOver(c, host, port, "User-Agent: storegate-console/"+version+"\r\n")
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("gateway at %s did not answer the CONNECT: %v", proxy, err)
@@ -210,16 +203,5 @@ func dialThrough(ctx context.Context, proxy, host string, port int) (net.Conn, e
 		return nil, errors.New(msg)
 	}
 	c.SetDeadline(time.Time{})
-	if br.Buffered() > 0 { // the far end spoke first; keep its bytes
-		return &bufferedConn{Conn: c, r: br}, nil
-	}
-	return c, nil
+	return tunnel, nil
 }
-
-// bufferedConn reads what the CONNECT answer's reader already holds first.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
