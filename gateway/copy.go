@@ -1,15 +1,10 @@
 package gateway
 
 import (
-	"crypto/tls"
-	"errors"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
-	"time"
 )
 
 // Tunnels that cannot splice (one side is TLS: the TLS listener, a TLS
@@ -44,76 +39,13 @@ func putLarge(b *[]byte) {
 	largeCopyBufs.Put(b)
 }
 
-// aLongTimeAgo is a read deadline that has passed: a read with it returns
-// only what the reader has already buffered.
-var aLongTimeAgo = time.Unix(1, 0)
-
 // copyBuffered copies src to dst until EOF (nil error) or an error, like
 // io.Copy without its WriterTo/ReaderFrom shortcuts.
 func copyBuffered(dst io.Writer, src net.Conn) (int64, error) {
-	if canWaitReadable {
-		switch c := src.(type) {
-		case *net.TCPConn:
-			if raw, err := c.SyscallConn(); err == nil {
-				return copyFromSocket(dst, raw)
-			}
-		case *tls.Conn:
-			if tcp, ok := c.NetConn().(*net.TCPConn); ok {
-				if raw, err := tcp.SyscallConn(); err == nil {
-					return copyFromTLS(dst, c, raw)
-				}
-			}
-		}
+	if n, err, ok := copyByPoller(dst, src); ok {
+		return n, err
 	}
 	return copyAdaptive(dst, src)
-}
-
-// copyFromTLS waits for bytes on the socket under src holding no buffer,
-// then reads what is at hand with a pooled one and gives it back. The TLS
-// connection may hold decrypted or undecrypted bytes of its own: a read with
-// a passed deadline takes those before the buffer goes back.
-func copyFromTLS(dst io.Writer, src *tls.Conn, raw syscall.RawConn) (written int64, err error) {
-	for {
-		if err := waitReadable(raw); err != nil {
-			return written, err
-		}
-		bp := getLarge()
-		buf := *bp
-		n, rerr := src.Read(buf) // bytes (or EOF) are there: this returns promptly
-		for {
-			if n > 0 {
-				m, werr := dst.Write(buf[:n])
-				written += int64(m)
-				if werr == nil && m != n {
-					werr = io.ErrShortWrite
-				}
-				if werr != nil {
-					putLarge(bp)
-					return written, werr
-				}
-			}
-			if rerr != nil {
-				break
-			}
-			// Whatever the TLS connection already holds, without waiting.
-			_ = src.SetReadDeadline(aLongTimeAgo)
-			n, rerr = src.Read(buf)
-			_ = src.SetReadDeadline(time.Time{})
-			if errors.Is(rerr, os.ErrDeadlineExceeded) {
-				rerr = nil
-				if n == 0 {
-					break
-				}
-			}
-		}
-		putLarge(bp)
-		switch {
-		case rerr == io.EOF:
-			return written, nil
-		case rerr != nil:
-			return written, rerr
-		}
-	}
 }
 
 // copyAdaptive reads into a small buffer of its own and takes a pooled

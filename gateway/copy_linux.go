@@ -1,15 +1,88 @@
 package gateway
 
 import (
+	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-const canWaitReadable = true
+// copyByPoller copies with the poller's help when src is a TCP connection
+// or TLS over one; ok is false otherwise, and nothing was read.
+func copyByPoller(dst io.Writer, src net.Conn) (n int64, err error, ok bool) {
+	switch c := src.(type) {
+	case *net.TCPConn:
+		if raw, err := c.SyscallConn(); err == nil {
+			n, err := copyFromSocket(dst, raw)
+			return n, err, true
+		}
+	case *tls.Conn:
+		if tcp, isTCP := c.NetConn().(*net.TCPConn); isTCP {
+			if raw, err := tcp.SyscallConn(); err == nil {
+				n, err := copyFromTLS(dst, c, raw)
+				return n, err, true
+			}
+		}
+	}
+	return 0, nil, false
+}
+
+// aLongTimeAgo is a read deadline that has passed: a read with it returns
+// only what the reader has already buffered.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// copyFromTLS waits for bytes on the socket under src holding no buffer,
+// then reads what is at hand with a pooled one and gives it back. The TLS
+// connection may hold decrypted or undecrypted bytes of its own: a read with
+// a passed deadline takes those before the buffer goes back.
+func copyFromTLS(dst io.Writer, src *tls.Conn, raw syscall.RawConn) (written int64, err error) {
+	for {
+		if err := waitReadable(raw); err != nil {
+			return written, err
+		}
+		bp := getLarge()
+		buf := *bp
+		n, rerr := src.Read(buf) // bytes (or EOF) are there: this returns promptly
+		for {
+			if n > 0 {
+				m, werr := dst.Write(buf[:n])
+				written += int64(m)
+				if werr == nil && m != n {
+					werr = io.ErrShortWrite
+				}
+				if werr != nil {
+					putLarge(bp)
+					return written, werr
+				}
+			}
+			if rerr != nil {
+				break
+			}
+			// Whatever the TLS connection already holds, without waiting.
+			_ = src.SetReadDeadline(aLongTimeAgo)
+			n, rerr = src.Read(buf)
+			_ = src.SetReadDeadline(time.Time{})
+			if errors.Is(rerr, os.ErrDeadlineExceeded) {
+				rerr = nil
+				if n == 0 {
+					break
+				}
+			}
+		}
+		putLarge(bp)
+		switch {
+		case rerr == io.EOF:
+			return written, nil
+		case rerr != nil:
+			return written, rerr
+		}
+	}
+}
 
 // waitReadable returns once raw's socket has bytes, EOF or an error to
 // report, holding no buffer meanwhile: a one-byte MSG_PEEK that finds

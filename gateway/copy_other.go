@@ -4,11 +4,8 @@ package gateway
 
 import (
 	"io"
-	"syscall"
+	"net"
 )
 
-const canWaitReadable = false
-
-func waitReadable(syscall.RawConn) error { return nil }
-
-func copyFromSocket(io.Writer, syscall.RawConn) (int64, error) { panic("unreachable") }
+// copyByPoller: only Linux waits on the socket; elsewhere copyAdaptive.
+func copyByPoller(io.Writer, net.Conn) (int64, error, bool) { return 0, nil, false }
