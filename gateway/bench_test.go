@@ -152,10 +152,34 @@ func dialVia(b *testing.B, proxy string, port int) net.Conn {
 	return c
 }
 
+// moveChunks reads (down) or writes (up) b.N chunks of 1 MiB on c, timed.
+func moveChunks(b *testing.B, c net.Conn, down bool) {
+	const chunk = 1 << 20
+	buf := make([]byte, 256<<10)
+	b.SetBytes(chunk)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if down {
+			for got := 0; got < chunk; {
+				n, err := c.Read(buf)
+				if err != nil {
+					b.Fatal(err)
+				}
+				got += n
+			}
+		} else {
+			for sent := 0; sent < chunk; sent += len(buf) {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkTunnelThroughput moves bulk data through one connection, directly
 // and through storegate, in both directions. Compare MB/s of the pairs.
 func BenchmarkTunnelThroughput(b *testing.B) {
-	const chunk = 1 << 20
 	for _, dir := range []string{"down", "up"} {
 		for _, via := range []string{"direct", "storegate"} {
 			b.Run(dir+"/"+via, func(b *testing.B) {
@@ -166,26 +190,7 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 				}
 				c := dialVia(b, proxy, port)
 				defer c.Close()
-				buf := make([]byte, 256<<10)
-				b.SetBytes(chunk)
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if dir == "down" {
-						for got := 0; got < chunk; {
-							n, err := c.Read(buf)
-							if err != nil {
-								b.Fatal(err)
-							}
-							got += n
-						}
-					} else {
-						for sent := 0; sent < chunk; sent += len(buf) {
-							if _, err := c.Write(buf); err != nil {
-								b.Fatal(err)
-							}
-						}
-					}
-				}
+				moveChunks(b, c, dir == "down")
 			})
 		}
 	}
@@ -197,7 +202,6 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 // copies, not splice). Each variant has one TLS session, so the pair
 // compares what the gateway's copy costs.
 func BenchmarkTLSListenerThroughput(b *testing.B) {
-	const chunk = 1 << 20
 	pki := newPKI(b, "127.0.0.1")
 	cert, err := tls.LoadX509KeyPair(pki.crtFile, pki.keyFile)
 	if err != nil {
@@ -230,26 +234,7 @@ func BenchmarkTLSListenerThroughput(b *testing.B) {
 					c = tc
 				}
 				defer c.Close()
-				buf := make([]byte, 256<<10)
-				b.SetBytes(chunk)
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if dir == "down" {
-						for got := 0; got < chunk; {
-							n, err := c.Read(buf)
-							if err != nil {
-								b.Fatal(err)
-							}
-							got += n
-						}
-					} else {
-						for sent := 0; sent < chunk; sent += len(buf) {
-							if _, err := c.Write(buf); err != nil {
-								b.Fatal(err)
-							}
-						}
-					}
-				}
+				moveChunks(b, c, dir == "down")
 			})
 		}
 	}

@@ -476,16 +476,7 @@ func TestBulkIntegrity(t *testing.T) {
 	}
 	defer ln.Close()
 	const size = 24 << 20
-	pattern := func(seed byte) []byte {
-		b := make([]byte, size)
-		x := uint32(seed) + 1
-		for i := range b {
-			x = x*1664525 + 1013904223
-			b[i] = byte(x >> 24)
-		}
-		return b
-	}
-	up, down := pattern(1), pattern(2)
+	up, down := randomBytes(size, 1), randomBytes(size, 2)
 	serverGot := make(chan []byte, 1)
 	go func() {
 		c, err := ln.Accept()

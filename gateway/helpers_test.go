@@ -239,6 +239,18 @@ func tlsUpstream(t *testing.T, pki *testPKI, body string) (port int) {
 
 // freePort returns a loopback port that was free a moment ago; policy files
 // need a real port (Parse refuses 0).
+// randomBytes is size pseudo-random bytes, different for each seed, for
+// checking that a tunnel neither loses, reorders nor duplicates bytes.
+func randomBytes(size int, seed byte) []byte {
+	b := make([]byte, size)
+	x := uint32(seed) + 1
+	for i := range b {
+		x = x*1664525 + 1013904223
+		b[i] = byte(x >> 24)
+	}
+	return b
+}
+
 func freePort(t testing.TB) int {
 	t.Helper()
 	ln := loopback(t)

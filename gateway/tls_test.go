@@ -413,16 +413,7 @@ tls_listener: {port: %d, cert_file: %q, key_file: %q, client_ca_file: %q}
 // on the TLS listener (user-space copies, not splice) and checks every byte,
 // and that TLS close_notify and TCP half-close pass through.
 func TestTLSListenerBulkIntegrity(t *testing.T) {
-	const size = 8 << 20
-	pattern := func(seed uint32) []byte {
-		b := make([]byte, size)
-		for i := range b {
-			seed = seed*1664525 + 1013904223
-			b[i] = byte(seed >> 24)
-		}
-		return b
-	}
-	up, down := pattern(1), pattern(2)
+	up, down := randomBytes(8<<20, 1), randomBytes(8<<20, 2)
 	serverGot := make(chan []byte, 1)
 	port := serve(t, loopback(t), func(c net.Conn) {
 		go func() { c.Write(down); c.(*net.TCPConn).CloseWrite() }()

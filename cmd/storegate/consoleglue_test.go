@@ -290,39 +290,50 @@ func TestConsoleCommandAdHoc(t *testing.T) {
 	if err := os.WriteFile(pf, []byte("version: 1\nallowed_hosts: [adhoc.example]\nadmin_address: "+srv.Addr("admin").String()+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ptmx, pts, err := pty.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ptmx.Close()
-	defer pts.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	codec := make(chan int, 1)
-	var errb bytes.Buffer
-	go func() {
-		codec <- cmdConsole(ctx, []string{"--device", pts.Name(), "--policy", pf}, stdio{Out: io.Discard, Err: &errb})
-	}()
-	out := ptyOutput(ptmx)
-	waitFor(t, out, "storegate> ")
+	term, out := adhocConsole(t, pf)
 	for _, step := range []struct{ cmd, want string }{
 		{"status", "version       glue-test\r\n"},
 		{"policy", "allowed hosts from policy (1):\r\n  adhoc.example\r\n"},
 		{"events", "events are not served by the admin endpoint"},
 	} {
-		if _, err := ptmx.Write([]byte(step.cmd + "\r")); err != nil {
+		if _, err := term.Write([]byte(step.cmd + "\r")); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, out, step.want)
 	}
-	cancel()
-	select {
-	case code := <-codec:
-		if code != 0 {
-			t.Fatalf("console exit %d: %s", code, errb.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("storegate console did not stop on cancel")
+}
+
+// adhocConsole runs `storegate console --device PTY --policy pf` on a pty
+// until the test ends, when it must stop with status 0, and returns the
+// terminal's input and its output so far once the prompt is up.
+func adhocConsole(t *testing.T, pf string) (io.Writer, func() string) {
+	t.Helper()
+	ptmx, pts, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	codec := make(chan int, 1)
+	errb := &syncBuf{}
+	go func() {
+		codec <- cmdConsole(ctx, []string{"--device", pts.Name(), "--policy", pf}, stdio{Out: io.Discard, Err: errb})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-codec:
+			if code != 0 {
+				t.Errorf("console exit %d: %s", code, errb.String())
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("storegate console did not stop on cancel")
+		}
+		ptmx.Close()
+		pts.Close()
+	})
+	out := ptyOutput(ptmx)
+	waitFor(t, out, "storegate> ")
+	return ptmx, out
 }
 
 // TestConsoleCommandAdHocSpool: the ad hoc console shows the running
@@ -347,26 +358,12 @@ func TestConsoleCommandAdHocSpool(t *testing.T) {
 	}
 	waitFor(t, g.stderr.String, "spool dead letter")
 
-	ptmx, pts, err := pty.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ptmx.Close()
-	defer pts.Close()
-	cctx, ccancel := context.WithCancel(context.Background())
-	codec := make(chan int, 1)
-	go func() {
-		codec <- cmdConsole(cctx, []string{"--device", pts.Name(), "--policy", pf}, stdio{Out: io.Discard, Err: io.Discard})
-	}()
-	out := ptyOutput(ptmx)
-	waitFor(t, out, "storegate> ")
-	ptmx.Write([]byte("spool\r"))
+	term, out := adhocConsole(t, pf)
+	term.Write([]byte("spool\r"))
 	waitFor(t, out, "dead letters  1\r\n")
 	if s := out(); !strings.Contains(s, "delivered     1\r\n") || !strings.Contains(s, "dir           "+filepath.Join(dir, "spool")) {
 		t.Fatalf("console spool view:\n%s", s)
 	}
-	ccancel()
-	<-codec
 }
 
 // TestConsoleCommandAdHocCheck: the ad hoc console's check asks the running
@@ -383,22 +380,8 @@ func TestConsoleCommandAdHocCheck(t *testing.T) {
 	}
 	g := startSpoolGateway(t, dir, recv, ca)
 
-	ptmx, pts, err := pty.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ptmx.Close()
-	defer pts.Close()
-	cctx, ccancel := context.WithCancel(context.Background())
-	codec := make(chan int, 1)
-	go func() {
-		codec <- cmdConsole(cctx, []string{"--device", pts.Name(), "--policy", g.path}, stdio{Out: io.Discard, Err: io.Discard})
-	}()
-	defer func() { ccancel(); <-codec }()
-	out := ptyOutput(ptmx)
-	waitFor(t, out, "storegate> ")
-
-	ptmx.Write([]byte("check 127.0.0.1:" + g.rport + "\r"))
+	term, out := adhocConsole(t, g.path)
+	term.Write([]byte("check 127.0.0.1:" + g.rport + "\r"))
 	waitFor(t, out, "result: ")
 	for _, want := range []string{"via gateway " + strings.TrimPrefix(g.proxy, "http://"), "  verify   ok", "by policy", "result: OK"} {
 		if !strings.Contains(out(), want) {
@@ -407,7 +390,7 @@ func TestConsoleCommandAdHocCheck(t *testing.T) {
 	}
 	waitFor(t, g.stderr.String, `"target":"127.0.0.1:`+g.rport+`"`) // the gateway carried it
 
-	ptmx.Write([]byte("check 127.0.0.1:1\r"))
+	term.Write([]byte("check 127.0.0.1:1\r"))
 	waitFor(t, out, "result: FAILED at connect")
 	if !strings.Contains(out(), "the gateway answered 403 Forbidden") {
 		t.Errorf("a refused check should give the gateway's answer:\n%s", out())
