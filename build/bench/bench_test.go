@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"math"
@@ -319,7 +320,7 @@ func TestParseOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if full.reps != 3 || len(full.tunnels) != 2 || full.tunnels[0] != 1000 || len(full.subjects) != 6 {
+	if full.reps != 3 || len(full.tunnels) != 2 || full.tunnels[0] != 1000 || len(full.subjects) != len(defaultSubjects()) || len(full.subjects) != 8 {
 		t.Fatalf("full options = %+v", full)
 	}
 	for _, bad := range [][]string{{"-reps", "0"}, {"-tunnels", "x"}, {"-subjects", "nginx"}, {"-clients", "0"}, {"extra"}} {
@@ -385,9 +386,19 @@ func TestStartReportsWhyASubjectIsSkipped(t *testing.T) {
 // proxy-only measurements (CPU, RSS, idle tunnels) have a process to read.
 func connectProxy(t *testing.T) string {
 	t.Helper()
+	return connectProxyOn(t, nil)
+}
+
+// connectProxyOn is connectProxy on a listener that wrap (when set) turns
+// into another, such as a TLS listener.
+func connectProxyOn(t *testing.T, wrap func(net.Listener) net.Listener) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if wrap != nil {
+		ln = wrap(ln)
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -456,7 +467,7 @@ func testBench(t *testing.T) *bench {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { up.close(5 * time.Second) })
-	return &bench{up: up, procRoot: "/proc", progress: io.Discard, runID: "test", now: time.Now, opts: options{
+	return &bench{up: up, procRoot: "/proc", progress: io.Discard, runID: "test", now: time.Now, directTLS: directTLS(up.clientTLS), opts: options{
 		reps: 1, warmup: 20 * time.Millisecond, bulkTime: 100 * time.Millisecond, rateTime: 150 * time.Millisecond,
 		openTime: 10 * time.Second, clients: 4, maxRoundTrips: 2000, tunnels: []int{20, 50}, maxTunnels: 1000,
 	}}
@@ -478,14 +489,17 @@ func TestQuickSmokeDirect(t *testing.T) {
 	ctx := context.Background()
 	var ms []measurement
 	for _, upload := range []bool{false, true} {
-		ms = append(ms, b.bulk(ctx, s, 1, 1, upload, false)...)
-		ms = append(ms, b.bulk(ctx, s, 1, 2, upload, false)...)
+		ms = append(ms, b.bulk(ctx, s, 1, 1, upload, legPlain)...)
+		ms = append(ms, b.bulk(ctx, s, 1, 2, upload, legPlain)...)
 	}
-	ms = append(ms, b.bulk(ctx, s, 1, 1, false, true)...)
-	ms = append(ms, b.rate(ctx, s, 1, false)...)
-	ms = append(ms, b.rate(ctx, s, 1, true)...)
+	ms = append(ms, b.bulk(ctx, s, 1, 1, false, legTLSInside)...)
+	ms = append(ms, b.bulk(ctx, s, 1, 1, false, legTLSProxy)...)
+	ms = append(ms, b.bulk(ctx, s, 1, 1, true, legTLSProxy)...)
+	ms = append(ms, b.rate(ctx, s, 1, legPlain)...)
+	ms = append(ms, b.rate(ctx, s, 1, legTLSInside)...)
+	ms = append(ms, b.rate(ctx, s, 1, legTLSProxy)...)
 	v := values(ms)
-	for _, metric := range []string{"bulk_down_1", "bulk_up_1", "bulk_down_2", "bulk_up_2", "bulk_tls_down_1", "rate_plain", "rate_tls", "rate_tls_p99"} {
+	for _, metric := range []string{"bulk_down_1", "bulk_up_1", "bulk_down_2", "bulk_up_2", "bulk_tls_down_1", "bulk_viatls_down_1", "bulk_viatls_up_1", "rate_plain", "rate_tls", "rate_tls_p99", "rate_viatls"} {
 		m, ok := v[metric]
 		if !ok || !(m.Value > 0) || m.Errors != 0 {
 			t.Errorf("%s = %+v, want a positive figure and no errors", metric, m)
@@ -512,9 +526,9 @@ func TestProxyMeasurementsThroughAProxy(t *testing.T) {
 	ctx := context.Background()
 	var ms []measurement
 	ms = append(ms, b.idle(s, 1)...)
-	ms = append(ms, b.bulk(ctx, s, 1, 1, false, false)...)
-	ms = append(ms, b.bulk(ctx, s, 1, 1, true, true)...)
-	ms = append(ms, b.rate(ctx, s, 1, true)...)
+	ms = append(ms, b.bulk(ctx, s, 1, 1, false, legPlain)...)
+	ms = append(ms, b.bulk(ctx, s, 1, 1, true, legTLSInside)...)
+	ms = append(ms, b.rate(ctx, s, 1, legTLSInside)...)
 	ms = append(ms, b.tunnels(ctx, s, 1)...)
 	v := values(ms)
 	for _, metric := range []string{"rss_idle", "rss_idle_anon", "rss_idle_file", "fds_idle", "bulk_down_1", "bulk_tls_up_1", "rate_tls", "rss_20", "rss_50"} {
@@ -551,9 +565,108 @@ func TestProxyMeasurementsThroughAProxy(t *testing.T) {
 	// Nothing listening: every round trip is an error, and each is counted.
 	b.opts.rateTime = 50 * time.Millisecond
 	bad := &subject{name: subjTinyproxy, proxy: "127.0.0.1:1"}
-	r := values(b.rate(ctx, bad, 1, false))
+	r := values(b.rate(ctx, bad, 1, legPlain))
 	if r["rate_plain_errors"].Value == 0 || r["rate_plain"].Value != 0 {
 		t.Errorf("rate through a closed port = %+v, want errors and no round trips", r)
+	}
+}
+
+// TestOverTLSToTheProxy drives the tests over TLS to the proxy through a
+// CONNECT proxy on a TLS listener in this process, whose certificate and key
+// are the files writeProxyCert wrote for storegate and squid.
+func TestOverTLSToTheProxy(t *testing.T) {
+	b := testBench(t)
+	certFile, keyFile, client, err := writeProxyCert(t.TempDir(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatalf("the written certificate and key do not load: %v", err)
+	}
+	srv := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS13}
+	addr := connectProxyOn(t, func(ln net.Listener) net.Listener { return tls.NewListener(ln, srv) })
+	b.proxyTLS = client
+	s := &subject{name: subjSquidTLS, proxy: "127.0.0.1:1", tlsProxy: addr, procID: os.Getpid()}
+	ctx := context.Background()
+	var ms []measurement
+	ms = append(ms, b.bulk(ctx, s, 1, 1, false, legTLSProxy)...)
+	ms = append(ms, b.bulk(ctx, s, 1, 1, true, legTLSProxy)...)
+	ms = append(ms, b.rate(ctx, s, 1, legTLSProxy)...)
+	v := values(ms)
+	for _, metric := range []string{"bulk_viatls_down_1", "bulk_viatls_up_1", "rate_viatls", "rate_viatls_p50"} {
+		if m, ok := v[metric]; !ok || !(m.Value > 0) || m.Errors != 0 {
+			t.Errorf("%s = %+v, want a positive figure and no errors", metric, m)
+		}
+	}
+	for _, metric := range []string{"cpu_gb_viatls_down_1", "cpu_gb_viatls_up_1", "rate_viatls_cpu_1k"} {
+		if _, ok := v[metric]; !ok {
+			t.Errorf("%s missing from %v", metric, v)
+		}
+	}
+	// The tunnel is the TLS session with the proxy, keyed as squid's
+	// GnuTLS can key it.
+	c, _, err := dialTunnel(ctx, hop{addr, client}, b.echoTarget(), time.Now().Add(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		t.Fatalf("tunnel over a TLS hop is a %T", c)
+	}
+	if st := tc.ConnectionState(); st.CurveID != tls.X25519 || st.Version != tls.VersionTLS13 {
+		t.Errorf("key exchange %v, version %x; want X25519 in TLS 1.3", st.CurveID, st.Version)
+	}
+	c.Close()
+	// A plain CONNECT to the TLS listener fails, so the TLS hop is what was measured.
+	if err := roundTrip(ctx, hop{addr: addr}, b.echoTarget(), nil, time.Now().Add(2*time.Second), nil); err == nil {
+		t.Error("a plain CONNECT to the TLS listener went through")
+	}
+}
+
+// TestConfigureTLSListeners checks that only the -tls subjects get a TLS
+// listener, that storegate's policy with it passes storegate's own loader,
+// and that squid's names the same certificate.
+func TestConfigureTLSListeners(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, _, err := writeProxyCert(dir, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &launcher{dir: dir, upstreamPorts: []int{4431}, maxTunnels: 100, proxyCert: certFile, proxyKey: keyFile}
+	ports := []int{3128, 3129, 3130}
+	for _, name := range []string{subjStoregate, subjInspect, subjStoregateTLS, subjSquid, subjSquidTLS, subjTinyproxy, subjRelay} {
+		s := &subject{name: name, inspect: name == subjInspect}
+		_, conf, _, err := l.configure(s, dir, ports)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		withTLS := name == subjStoregateTLS || name == subjSquidTLS
+		if got := s.tlsProxy != ""; got != withTLS {
+			t.Errorf("%s: TLS listener %q, want one: %t", name, s.tlsProxy, withTLS)
+		}
+		if mentions := strings.Contains(conf, certFile); mentions != withTLS {
+			t.Errorf("%s: config names the certificate: %t, want %t:\n%s", name, mentions, withTLS, conf)
+		}
+		switch name {
+		case subjStoregateTLS:
+			f, err := policy.Parse([]byte(conf), "bench.yaml")
+			if err != nil {
+				t.Fatalf("storegate-tls policy: %v", err)
+			}
+			if tl := f.TLSListener; tl.Port != 3130 || tl.CertFile != certFile || tl.KeyFile != keyFile || policy.On(f.TLS.Inspect, true) {
+				t.Errorf("storegate-tls: listener %+v, inspect %v", tl, f.TLS.Inspect)
+			}
+		case subjSquidTLS:
+			want := "https_port 127.0.0.1:3130 tls-cert=" + certFile + " tls-key=" + keyFile + "\n"
+			if !strings.Contains(conf, want) {
+				t.Errorf("squid-tls config lacks %q:\n%s", want, conf)
+			}
+		}
+	}
+	l.proxyCert = ""
+	if _, _, _, err := l.configure(&subject{name: subjSquidTLS}, dir, ports); err == nil {
+		t.Error("squid-tls configured without a certificate")
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -12,20 +13,41 @@ import (
 // maxHead bounds the proxy's CONNECT response head the client reads.
 const maxHead = 2048
 
-// dialTunnel connects to target through the HTTP proxy at proxy (directly when
-// proxy is empty) and returns the open tunnel and the time from the start of
-// the dial to the end of the proxy's 200 response (to the accepted TCP
-// connection when direct). The deadline bounds both the dial and the head.
-func dialTunnel(ctx context.Context, proxy, target string, deadline time.Time) (net.Conn, time.Duration, error) {
+// hop is how a client reaches the proxy: its address ("" for a direct
+// connection) and, for a TLS listener (storegate's tls_listener, squid's
+// https_port), the client's TLS configuration for that leg.
+type hop struct {
+	addr string
+	tls  *tls.Config
+}
+
+// dialTunnel connects to target through the proxy at via (directly when
+// via.addr is empty) and returns the open tunnel and the time from the start
+// of the dial to the end of the proxy's 200 response (to the accepted TCP
+// connection when direct). Over a TLS hop that time includes the handshake
+// with the proxy, and the tunnel is the TLS connection. The deadline bounds
+// the dial, the handshake and the head.
+func dialTunnel(ctx context.Context, via hop, target string, deadline time.Time) (net.Conn, time.Duration, error) {
 	d := net.Dialer{Deadline: deadline}
 	start := time.Now()
-	if proxy == "" {
+	if via.addr == "" {
 		c, err := d.DialContext(ctx, "tcp", target)
 		return c, time.Since(start), err
 	}
-	c, err := d.DialContext(ctx, "tcp", proxy)
+	c, err := d.DialContext(ctx, "tcp", via.addr)
 	if err != nil {
 		return nil, 0, err
+	}
+	if via.tls != nil {
+		tc := tls.Client(c, via.tls)
+		hctx, cancel := context.WithDeadline(ctx, deadline)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			c.Close()
+			return nil, 0, fmt.Errorf("TLS handshake with the proxy: %w", err)
+		}
+		c = tc
 	}
 	if err := connectHandshake(c, target, deadline); err != nil {
 		c.Close()

@@ -49,7 +49,7 @@ type options struct {
 }
 
 func defaultSubjects() []string {
-	return []string{subjDirect, subjStoregate, subjInspect, subjTinyproxy, subjSquid, subjRelay}
+	return []string{subjDirect, subjStoregate, subjInspect, subjTinyproxy, subjSquid, subjRelay, subjStoregateTLS, subjSquidTLS}
 }
 
 func parseOptions(args []string, stderr io.Writer, now time.Time) (options, error) {
@@ -129,7 +129,7 @@ func parseOptions(args []string, stderr io.Writer, now time.Time) (options, erro
 		o.subjects = append(o.subjects, s)
 	}
 	o.bins = map[string]string{}
-	for name, bin := range map[string]string{subjStoregate: *sg, subjInspect: *sg, subjTinyproxy: *tp, subjSquid: *sq, subjRelay: *gr} {
+	for name, bin := range map[string]string{subjStoregate: *sg, subjInspect: *sg, subjStoregateTLS: *sg, subjTinyproxy: *tp, subjSquid: *sq, subjSquidTLS: *sq, subjRelay: *gr} {
 		if bin == "" {
 			continue
 		}
@@ -203,10 +203,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 	}
 	defer up.close(5 * time.Second)
 
-	b := &bench{up: up, procRoot: "/proc", opts: o, progress: stderr, runID: start.UTC().Format("20060102T150405Z"), now: now}
+	certFile, keyFile, proxyTLS, err := writeProxyCert(tmp, start)
+	if err != nil {
+		fmt.Fprintln(stderr, "bench: TLS listener certificate:", err)
+		return 1
+	}
+	b := &bench{up: up, procRoot: "/proc", opts: o, progress: stderr, runID: start.UTC().Format("20060102T150405Z"), now: now,
+		proxyTLS: proxyTLS, directTLS: directTLS(up.clientTLS)}
 	l := &launcher{
 		dir: tmp, upstreamPorts: up.ports(), probeTarget: b.tlsEchoTarget(), probeTLS: up.clientTLS,
 		bins: o.bins, maxTunnels: o.maxTunnels, readyTimeout: 20 * time.Second,
+		proxyCert: certFile, proxyKey: keyFile, proxyTLS: proxyTLS,
 	}
 	meta := describe(o, nofile, start)
 	fmt.Fprintf(stderr, "bench: %s; %d repetition(s); subjects %s\n", meta["machine"], o.reps, strings.Join(o.subjects, ", "))
@@ -280,25 +287,36 @@ func (b *bench) runAll(ctx context.Context, l *launcher) ([]measurement, map[str
 		applies func(s *subject) bool
 		run     func(s *subject, rep int) []measurement
 	}
-	notInspect := func(s *subject) bool { return !s.inspect }
+	// The subjects with a TLS listener take only the tests over TLS to the
+	// proxy, which the others (but direct) do not take.
+	viaTLS := func(s *subject) bool { return s.tlsProxy != "" }
+	plainListener := func(s *subject) bool { return !viaTLS(s) }
+	notInspect := func(s *subject) bool { return plainListener(s) && !s.inspect }
 	isProxy := func(s *subject) bool { return s.proxy != "" }
 	// The floor relay holds a pipe per direction for a tunnel's life (Go's
 	// own splice): idle tunnels would only measure that, and exhaust the
 	// descriptors the real subjects need.
-	isProduct := func(s *subject) bool { return isProxy(s) && s.name != subjRelay }
+	isProduct := func(s *subject) bool { return isProxy(s) && plainListener(s) && s.name != subjRelay }
+	directOrTLS := func(s *subject) bool { return !isProxy(s) || viaTLS(s) }
 	var tests []test
 	for _, n := range []int{1, 8} {
 		for _, upload := range []bool{false, true} {
 			dir := map[bool]string{false: "down", true: "up"}[upload]
 			tests = append(tests, test{fmt.Sprintf("bulk %s %d", dir, n), notInspect,
-				func(s *subject, rep int) []measurement { return b.bulk(ctx, s, rep, n, upload, false) }})
+				func(s *subject, rep int) []measurement { return b.bulk(ctx, s, rep, n, upload, legPlain) }})
 		}
 	}
-	tests = append(tests, test{"bulk TLS down 1", func(*subject) bool { return true },
-		func(s *subject, rep int) []measurement { return b.bulk(ctx, s, rep, 1, false, true) }})
+	tests = append(tests, test{"bulk TLS down 1", plainListener,
+		func(s *subject, rep int) []measurement { return b.bulk(ctx, s, rep, 1, false, legTLSInside) }})
+	for _, upload := range []bool{false, true} {
+		dir := map[bool]string{false: "down", true: "up"}[upload]
+		tests = append(tests, test{"bulk via TLS listener " + dir + " 1", directOrTLS,
+			func(s *subject, rep int) []measurement { return b.bulk(ctx, s, rep, 1, upload, legTLSProxy) }})
+	}
 	tests = append(tests,
-		test{"rate plain", notInspect, func(s *subject, rep int) []measurement { return b.rate(ctx, s, rep, false) }},
-		test{"rate tls", func(*subject) bool { return true }, func(s *subject, rep int) []measurement { return b.rate(ctx, s, rep, true) }},
+		test{"rate plain", notInspect, func(s *subject, rep int) []measurement { return b.rate(ctx, s, rep, legPlain) }},
+		test{"rate tls", plainListener, func(s *subject, rep int) []measurement { return b.rate(ctx, s, rep, legTLSInside) }},
+		test{"rate via TLS listener", directOrTLS, func(s *subject, rep int) []measurement { return b.rate(ctx, s, rep, legTLSProxy) }},
 		test{"idle tunnels", isProduct, func(s *subject, rep int) []measurement { return b.tunnels(ctx, s, rep) }},
 	)
 	for rep := 1; rep <= b.opts.reps && ctx.Err() == nil; rep++ {
@@ -382,7 +400,7 @@ func (b *bench) binarySizes(l *launcher) []measurement {
 	var out []measurement
 	for _, name := range b.opts.subjects {
 		bin := l.bins[name]
-		if bin == "" || name == subjInspect {
+		if bin == "" || name == subjInspect || name == subjStoregateTLS || name == subjSquidTLS {
 			continue
 		}
 		fi, err := os.Stat(bin)

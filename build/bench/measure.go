@@ -23,6 +23,36 @@ type bench struct {
 	progress io.Writer
 	runID    string
 	now      func() time.Time
+	// For the tests over TLS to the proxy: the client's configuration for the
+	// proxies' TLS listeners, and for the direct equivalent, one TLS session
+	// to the upstream with the same key exchange (X25519, see writeProxyCert).
+	proxyTLS, directTLS *tls.Config
+}
+
+// leg is how the client's bytes travel in a test.
+type leg uint8
+
+const (
+	legPlain     leg = iota // plain bytes through a plain tunnel
+	legTLSInside            // TLS 1.3 end to end, through a plain tunnel
+	legTLSProxy             // TLS to the proxy's TLS listener, plain inside (a store to its regional storegate)
+)
+
+// route says where a test's client connects and what it runs inside the
+// tunnel: via the subject's plain or TLS listener (none for direct), to
+// target, with TLS 1.3 end to end when inner is set. plain and tlsTarget are
+// the upstream's plain and TLS servers of the kind the test uses.
+func (b *bench) route(s *subject, l leg, plain, tlsTarget string) (via hop, target string, inner *tls.Config) {
+	switch l {
+	case legTLSInside:
+		return hop{addr: s.proxy}, tlsTarget, b.up.clientTLS
+	case legTLSProxy:
+		if s.proxy == "" { // direct: the one TLS session is with the upstream
+			return hop{}, tlsTarget, b.directTLS
+		}
+		return hop{s.tlsProxy, b.proxyTLS}, plain, nil
+	}
+	return hop{addr: s.proxy}, plain, nil
 }
 
 func (b *bench) bulkTarget() string    { return b.up.bulk.Addr().String() }
@@ -51,18 +81,22 @@ func (b *bench) m(rep int, s *subject, metric, unit string, v float64, errs int)
 
 // bulk moves bytes through n tunnels in one direction for the configured
 // time after a warm-up, counting at the receiving end, and reports the
-// throughput and the proxy's CPU seconds per GB (1e9 bytes). With withTLS
-// the bytes travel inside TLS 1.3, as they would through an inspecting proxy.
-func (b *bench) bulk(ctx context.Context, s *subject, rep, n int, upload, withTLS bool) []measurement {
+// throughput and the proxy's CPU seconds per GB (1e9 bytes). With
+// legTLSInside the bytes travel inside TLS 1.3, as they would through an
+// inspecting proxy; with legTLSProxy the client speaks TLS to the proxy.
+func (b *bench) bulk(ctx context.Context, s *subject, rep, n int, upload bool, l leg) []measurement {
 	dir := "down"
 	mode := byte(modeDownload)
 	if upload {
 		dir, mode = "up", modeUpload
 	}
-	target := b.bulkTarget()
-	if withTLS {
-		dir, target = "tls_"+dir, b.tlsBulkTarget()
+	switch l {
+	case legTLSInside:
+		dir = "tls_" + dir
+	case legTLSProxy:
+		dir = "viatls_" + dir
 	}
+	via, target, inner := b.route(s, l, b.bulkTarget(), b.tlsBulkTarget())
 	var got atomic.Int64 // bytes the client read (download)
 	counter := func() int64 {
 		if upload {
@@ -75,14 +109,14 @@ func (b *bench) bulk(ctx context.Context, s *subject, rep, n int, upload, withTL
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for range n {
-		c, _, err := dialTunnel(ctx, s.proxy, target, time.Now().Add(5*time.Second))
+		c, _, err := dialTunnel(ctx, via, target, time.Now().Add(5*time.Second))
 		if err != nil {
 			errs.Add(1)
 			continue
 		}
 		var rw io.ReadWriter = c
-		if withTLS {
-			tc := tls.Client(c, b.up.clientTLS)
+		if inner != nil {
+			tc := tls.Client(c, inner)
 			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err := tc.HandshakeContext(hctx)
 			cancel()
@@ -153,17 +187,13 @@ func cpuNow(b *bench, s *subject) cpuSample {
 }
 
 // rate runs the configured number of clients, each doing CONNECT, 200, one
-// small exchange (inside TLS 1.3 when tls is set) and close, for the
-// configured time, and reports round trips per second, CONNECT-to-200
-// percentiles and the proxy's CPU seconds per 1,000 round trips.
-func (b *bench) rate(ctx context.Context, s *subject, rep int, withTLS bool) []measurement {
-	target, name := b.echoTarget(), "rate_plain"
-	tlsConf := b.up.clientTLS
-	if withTLS {
-		target, name = b.tlsEchoTarget(), "rate_tls"
-	} else {
-		tlsConf = nil
-	}
+// small exchange (inside TLS 1.3 with legTLSInside; over TLS to the proxy
+// with legTLSProxy) and close, for the configured time, and reports round
+// trips per second, CONNECT-to-200 percentiles and the proxy's CPU seconds
+// per 1,000 round trips.
+func (b *bench) rate(ctx context.Context, s *subject, rep int, l leg) []measurement {
+	name := map[leg]string{legPlain: "rate_plain", legTLSInside: "rate_tls", legTLSProxy: "rate_viatls"}[l]
+	via, target, tlsConf := b.route(s, l, b.echoTarget(), b.tlsEchoTarget())
 	if s.inspect {
 		name = "rate_tls" // the subject name tells inspection on from off
 	}
@@ -180,7 +210,7 @@ func (b *bench) rate(ctx context.Context, s *subject, rep int, withTLS bool) []m
 		wg.Go(func() {
 			for k := 0; k < maxPerClient && time.Now().Before(end) && ctx.Err() == nil; k++ {
 				var lat time.Duration
-				err := roundTrip(ctx, s.proxy, target, tlsConf, time.Now().Add(5*time.Second), &lat)
+				err := roundTrip(ctx, via, target, tlsConf, time.Now().Add(5*time.Second), &lat)
 				if err != nil {
 					errs.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
@@ -385,10 +415,10 @@ func (b *bench) logCost(s *subject, rep int) []measurement {
 func (b *bench) openOne(ctx context.Context, s *subject) (net.Conn, error) {
 	deadline := time.Now().Add(10 * time.Second)
 	if !s.inspect {
-		c, _, err := dialTunnel(ctx, s.proxy, b.echoTarget(), deadline)
+		c, _, err := dialTunnel(ctx, hop{addr: s.proxy}, b.echoTarget(), deadline)
 		return c, err
 	}
-	c, _, err := dialTunnel(ctx, s.proxy, b.tlsEchoTarget(), deadline)
+	c, _, err := dialTunnel(ctx, hop{addr: s.proxy}, b.tlsEchoTarget(), deadline)
 	if err != nil {
 		return nil, err
 	}

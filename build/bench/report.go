@@ -69,6 +69,7 @@ type row struct {
 	label     string
 	metric    string
 	storegate string
+	squid     string // which squid fills the squid column; "" means squid
 	higher    bool
 	count     bool // an error count: no ratios
 }
@@ -92,24 +93,34 @@ func tableRows(levels []int) []row {
 		row{label: "bulk down in TLS 1.3, inspect on, MB/s", metric: "bulk_tls_down_1", storegate: subjInspect, higher: true},
 		row{label: "  proxy CPU s/GB", metric: "cpu_gb_tls_down_1", storegate: subjInspect},
 	)
-	rate := func(title, metric, sg string) {
+	// Over TLS to the proxy: storegate's tls_listener against squid's
+	// https_port (direct: one TLS session with the upstream).
+	for _, d := range []string{"down", "up"} {
 		rs = append(rs,
-			row{label: title + ", conn/s", metric: metric, storegate: sg, higher: true},
-			row{label: "  CONNECT-to-200 p50 ms", metric: metric + "_p50", storegate: sg},
-			row{label: "  CONNECT-to-200 p90 ms", metric: metric + "_p90", storegate: sg},
-			row{label: "  CONNECT-to-200 p99 ms", metric: metric + "_p99", storegate: sg},
-			row{label: "  proxy CPU s/1000 conns", metric: metric + "_cpu_1k", storegate: sg},
-			row{label: "  errors", metric: metric + "_errors", storegate: sg, count: true},
+			row{label: "bulk " + d + " over TLS to the proxy, 1 tunnel, MB/s", metric: "bulk_viatls_" + d + "_1", storegate: subjStoregateTLS, squid: subjSquidTLS, higher: true},
+			row{label: "  proxy CPU s/GB", metric: "cpu_gb_viatls_" + d + "_1", storegate: subjStoregateTLS, squid: subjSquidTLS},
 		)
 	}
-	rate("CONNECT+echo, plain", "rate_plain", subjStoregate)
-	rate("CONNECT+TLS1.3+echo, inspect off", "rate_tls", subjStoregate)
-	rate("CONNECT+TLS1.3+echo, inspect on", "rate_tls", subjInspect)
+	rate := func(title, metric, sg, sq string) {
+		rs = append(rs,
+			row{label: title + ", conn/s", metric: metric, storegate: sg, squid: sq, higher: true},
+			row{label: "  CONNECT-to-200 p50 ms", metric: metric + "_p50", storegate: sg, squid: sq},
+			row{label: "  CONNECT-to-200 p90 ms", metric: metric + "_p90", storegate: sg, squid: sq},
+			row{label: "  CONNECT-to-200 p99 ms", metric: metric + "_p99", storegate: sg, squid: sq},
+			row{label: "  proxy CPU s/1000 conns", metric: metric + "_cpu_1k", storegate: sg, squid: sq},
+			row{label: "  errors", metric: metric + "_errors", storegate: sg, squid: sq, count: true},
+		)
+	}
+	rate("CONNECT+echo, plain", "rate_plain", subjStoregate, "")
+	rate("CONNECT+TLS1.3+echo, inspect off", "rate_tls", subjStoregate, "")
+	rate("CONNECT+TLS1.3+echo, inspect on", "rate_tls", subjInspect, "")
+	rate("TLS to the proxy+CONNECT+echo", "rate_viatls", subjStoregateTLS, subjSquidTLS)
 	rs = append(rs,
 		row{label: "idle RSS MiB", metric: "rss_idle", storegate: subjStoregate},
 		row{label: "  anonymous (heap, stacks) MiB", metric: "rss_idle_anon", storegate: subjStoregate},
 		row{label: "  mapped files (executable) MiB", metric: "rss_idle_file", storegate: subjStoregate},
 		row{label: "idle RSS MiB, inspect on", metric: "rss_idle", storegate: subjInspect},
+		row{label: "idle RSS MiB, TLS listener on", metric: "rss_idle", storegate: subjStoregateTLS, squid: subjSquidTLS},
 	)
 	for _, n := range levels {
 		l := strconv.Itoa(n)
@@ -154,8 +165,14 @@ func formatTable(w io.Writer, rows []row, med map[key]measurement) {
 		any := false
 		for i, c := range cols {
 			subj := c
-			if c == subjStoregate {
+			switch {
+			case c == subjStoregate:
 				subj = r.storegate
+			case c == subjSquid && r.squid != "":
+				subj = r.squid
+			case r.squid != "" && c != subjDirect:
+				vals[i] = math.NaN() // the other peers have no TLS listener
+				continue
 			}
 			vals[i] = get(subj, r.metric)
 			any = any || !math.IsNaN(vals[i])

@@ -26,15 +26,22 @@ const (
 	subjTinyproxy = "tinyproxy"
 	subjSquid     = "squid"
 	subjRelay     = "go-relay" // the floor: a minimal Go CONNECT relay (build/bench/relay)
+	// The same binaries with a TLS listener beside the plain one, for the
+	// tests where the client speaks TLS to the proxy (a store to its regional
+	// storegate). Separate subjects, so that the listener's certificate does
+	// not change the others' idle figures.
+	subjStoregateTLS = "storegate-tls" // tls_listener on, TLS inspection off
+	subjSquidTLS     = "squid-tls"     // https_port beside http_port
 )
 
 // subject is one party under test: a proxy process we started (or the
 // direct connection, which has no process).
 type subject struct {
-	name    string
-	proxy   string // proxy listen address; "" for direct
-	inspect bool   // storegate with TLS inspection: only TLS goes through it
-	skip    string // why it is not measured; "" when it is
+	name     string
+	proxy    string // proxy listen address; "" for direct
+	tlsProxy string // its TLS listener (storegate-tls, squid-tls, which take only the tests over TLS)
+	inspect  bool   // storegate with TLS inspection: only TLS goes through it
+	skip     string // why it is not measured; "" when it is
 
 	eventLog string       // the file its per-connection log or events go to
 	tunnels  atomic.Int64 // tunnels opened through it, for log bytes per tunnel
@@ -90,6 +97,10 @@ type launcher struct {
 	bins          map[string]string
 	maxTunnels    int // sizes MaxClients and file descriptor settings
 	readyTimeout  time.Duration
+	// The TLS listeners' certificate and key (PEM files, readable by squid's
+	// user) and the client configuration that trusts it.
+	proxyCert, proxyKey string
+	proxyTLS            *tls.Config
 }
 
 // start launches the named subject and waits until a CONNECT through it
@@ -119,39 +130,14 @@ func (l *launcher) start(ctx context.Context, name string, rep int) *subject {
 		s.skip = err.Error()
 		return s
 	}
-	ports, err := freePorts(2)
+	ports, err := freePorts(3)
 	if err != nil {
 		s.skip = err.Error()
 		return s
 	}
-	s.proxy = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-	var args []string
-	var conf, confName string
-	switch name {
-	case subjStoregate, subjInspect:
-		confName = "policy.yaml"
-		conf = storegatePolicy(dir, ports[0], ports[1], l.upstreamPorts, s.inspect, l.maxTunnels+256)
-		args = []string{"run", "--policy", filepath.Join(dir, confName)}
-		s.eventLog = filepath.Join(dir, "stderr.log")
-	case subjRelay:
-		// It reads only listen_port from storegate's policy.
-		confName = "policy.yaml"
-		conf = storegatePolicy(dir, ports[0], ports[1], l.upstreamPorts, false, l.maxTunnels+256)
-		args = []string{"--policy", filepath.Join(dir, confName)}
-	case subjTinyproxy:
-		confName = "tinyproxy.conf"
-		conf = tinyproxyConfig(dir, ports[0], l.upstreamPorts, l.maxTunnels+64)
-		args = []string{"-d", "-c", filepath.Join(dir, confName)}
-		s.logs = append(s.logs, filepath.Join(dir, "tinyproxy.log"))
-		s.eventLog = filepath.Join(dir, "tinyproxy.log")
-	case subjSquid:
-		confName = "squid.conf"
-		conf = squidConfig(dir, ports[0], l.upstreamPorts, 2*l.maxTunnels+256)
-		args = []string{"-N", "-d", "1", "-f", filepath.Join(dir, confName)}
-		s.logs = append(s.logs, filepath.Join(dir, "cache.log"))
-		s.eventLog = filepath.Join(dir, "access.log")
-	default:
-		s.skip = "unknown subject"
+	confName, conf, args, err := l.configure(s, dir, ports)
+	if err != nil {
+		s.skip = err.Error()
 		return s
 	}
 	if err := os.WriteFile(filepath.Join(dir, confName), []byte(conf), 0o644); err != nil {
@@ -190,6 +176,52 @@ func (l *launcher) start(ctx context.Context, name string, rep int) *subject {
 	return s
 }
 
+// configure sets the subject's listen addresses (ports: plain listener,
+// admin, TLS listener) and returns its configuration file's name and text and
+// its arguments. Every file it names lives in dir.
+func (l *launcher) configure(s *subject, dir string, ports []int) (confName, conf string, args []string, err error) {
+	s.proxy = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+	if s.name == subjStoregateTLS || s.name == subjSquidTLS {
+		if l.proxyCert == "" {
+			return "", "", nil, errors.New("no certificate for the TLS listener")
+		}
+		s.tlsProxy = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
+	}
+	switch s.name {
+	case subjStoregate, subjInspect, subjStoregateTLS:
+		confName = "policy.yaml"
+		conf = storegatePolicy(dir, ports[0], ports[1], l.upstreamPorts, s.inspect, l.maxTunnels+256)
+		if s.tlsProxy != "" {
+			conf += fmt.Sprintf("tls_listener: {port: %d, cert_file: %q, key_file: %q}\n", ports[2], l.proxyCert, l.proxyKey)
+		}
+		args = []string{"run", "--policy", filepath.Join(dir, confName)}
+		s.eventLog = filepath.Join(dir, "stderr.log")
+	case subjRelay:
+		// It reads only listen_port from storegate's policy.
+		confName = "policy.yaml"
+		conf = storegatePolicy(dir, ports[0], ports[1], l.upstreamPorts, false, l.maxTunnels+256)
+		args = []string{"--policy", filepath.Join(dir, confName)}
+	case subjTinyproxy:
+		confName = "tinyproxy.conf"
+		conf = tinyproxyConfig(dir, ports[0], l.upstreamPorts, l.maxTunnels+64)
+		args = []string{"-d", "-c", filepath.Join(dir, confName)}
+		s.logs = append(s.logs, filepath.Join(dir, "tinyproxy.log"))
+		s.eventLog = filepath.Join(dir, "tinyproxy.log")
+	case subjSquid, subjSquidTLS:
+		confName = "squid.conf"
+		conf = squidConfig(dir, ports[0], l.upstreamPorts, 2*l.maxTunnels+256)
+		if s.tlsProxy != "" {
+			conf += fmt.Sprintf("https_port 127.0.0.1:%d tls-cert=%s tls-key=%s\n", ports[2], l.proxyCert, l.proxyKey)
+		}
+		args = []string{"-N", "-d", "1", "-f", filepath.Join(dir, confName)}
+		s.logs = append(s.logs, filepath.Join(dir, "cache.log"))
+		s.eventLog = filepath.Join(dir, "access.log")
+	default:
+		return "", "", nil, errors.New("unknown subject")
+	}
+	return confName, conf, args, nil
+}
+
 // waitReady polls with a deadline until a TLS round trip through the proxy
 // works or the process exits.
 func (l *launcher) waitReady(ctx context.Context, s *subject) error {
@@ -202,7 +234,10 @@ func (l *launcher) waitReady(ctx context.Context, s *subject) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		last = roundTrip(ctx, s.proxy, l.probeTarget, l.probeTLS, time.Now().Add(2*time.Second), nil)
+		last = roundTrip(ctx, hop{addr: s.proxy}, l.probeTarget, l.probeTLS, time.Now().Add(2*time.Second), nil)
+		if last == nil && s.tlsProxy != "" {
+			last = roundTrip(ctx, hop{s.tlsProxy, l.proxyTLS}, l.probeTarget, l.probeTLS, time.Now().Add(2*time.Second), nil)
+		}
 		if last == nil {
 			return nil
 		}
@@ -320,8 +355,8 @@ http_access deny all
 // exchanges one echoSize message that asks the server to close, waits for
 // that close to come through the proxy and closes. When lat is set it
 // receives the CONNECT-to-200 time.
-func roundTrip(ctx context.Context, proxy, target string, tlsConf *tls.Config, deadline time.Time, lat *time.Duration) error {
-	c, d, err := dialTunnel(ctx, proxy, target, deadline)
+func roundTrip(ctx context.Context, via hop, target string, tlsConf *tls.Config, deadline time.Time, lat *time.Duration) error {
+	c, d, err := dialTunnel(ctx, via, target, deadline)
 	if err != nil {
 		return err
 	}

@@ -7,10 +7,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -204,13 +207,26 @@ func (u *upstream) close(wait time.Duration) {
 // matching server and client configurations, both TLS 1.3 only. The client
 // keeps no session cache, so every handshake is a full one.
 func selfSignedTLS(now time.Time) (server, client *tls.Config, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, key, cert, err := selfSigned(now, "storegate bench upstream")
 	if err != nil {
 		return nil, nil, err
 	}
+	server = &tls.Config{
+		Certificates:           []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}},
+		MinVersion:             tls.VersionTLS13,
+		SessionTicketsDisabled: true,
+	}
+	return server, clientFor(cert), nil
+}
+
+func selfSigned(now time.Time, cn string) ([]byte, *ecdsa.PrivateKey, *x509.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(now.UnixNano()),
-		Subject:               pkix.Name{CommonName: "storegate bench upstream"},
+		Subject:               pkix.Name{CommonName: cn},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(24 * time.Hour),
 		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
@@ -221,24 +237,62 @@ func selfSignedTLS(now time.Time) (server, client *tls.Config, err error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	return der, key, cert, nil
+}
+
+// clientFor trusts cert alone for 127.0.0.1, TLS 1.3 only, with no session
+// cache.
+func clientFor(cert *x509.Certificate) *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	server = &tls.Config{
-		Certificates:           []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}},
-		MinVersion:             tls.VersionTLS13,
-		SessionTicketsDisabled: true,
-	}
-	client = &tls.Config{
+	return &tls.Config{
 		RootCAs:    pool,
 		ServerName: "127.0.0.1",
 		MinVersion: tls.VersionTLS13,
 		MaxVersion: tls.VersionTLS13,
 	}
-	return server, client, nil
+}
+
+// directTLS is the client configuration for the direct equivalent of the
+// tests over TLS to the proxy: the upstream's, with the same key exchange as
+// the proxies' client (writeProxyCert).
+func directTLS(upstream *tls.Config) *tls.Config {
+	c := upstream.Clone()
+	c.CurvePreferences = []tls.CurveID{tls.X25519}
+	return c
+}
+
+// writeProxyCert writes a throwaway certificate and key for the proxies' TLS
+// listeners into dir, readable by squid's user, and returns their paths and a
+// client configuration that trusts the certificate.
+//
+// That client offers X25519 alone: squid's GnuTLS (3.7 in Debian 12) has no
+// ML-KEM, so a client offering Go's default X25519MLKEM768 would make
+// storegate do more work per handshake than squid. A store's storegate does
+// offer the hybrid, so these handshakes are cheaper than that.
+func writeProxyCert(dir string, now time.Time) (certFile, keyFile string, client *tls.Config, err error) {
+	der, key, cert, err := selfSigned(now, "storegate bench proxy")
+	if err != nil {
+		return "", "", nil, err
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", nil, err
+	}
+	certFile, keyFile = filepath.Join(dir, "proxy-cert.pem"), filepath.Join(dir, "proxy-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", nil, err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}), 0o644); err != nil {
+		return "", "", nil, err
+	}
+	client = clientFor(cert)
+	client.CurvePreferences = []tls.CurveID{tls.X25519}
+	return certFile, keyFile, client, nil
 }
