@@ -25,6 +25,10 @@ type stats struct {
 	tunnels    atomic.Uint64
 	bytesUp    atomic.Uint64
 	bytesDown  atomic.Uint64
+	// TLS handshakes completed, [0] full and [1] resumed: on the TLS
+	// listener (a regional gateway's stores) and to an https:// relay.
+	listenerTLS [2]atomic.Uint64
+	relayTLS    [2]atomic.Uint64
 
 	mu       sync.Mutex
 	refusals map[string]uint64
@@ -41,6 +45,21 @@ type Counters struct {
 	BytesDown               uint64            `json:"bytes_down_total"`
 	Refusals                map[string]uint64 `json:"refusals_total"`
 	PolicyReloadErrors      uint64            `json:"policy_reload_errors_total"`
+	// TLS handshakes on the TLS listener and to an https:// relay, and how
+	// many of them resumed an earlier session.
+	ListenerHandshakes uint64 `json:"tls_listener_handshakes_total"`
+	ListenerResumed    uint64 `json:"tls_listener_resumed_total"`
+	RelayHandshakes    uint64 `json:"relay_tls_handshakes_total"`
+	RelayResumed       uint64 `json:"relay_tls_resumed_total"`
+}
+
+// countHandshake counts a completed TLS handshake in hs ([0] full, [1] resumed).
+func countHandshake(hs *[2]atomic.Uint64, resumed bool) {
+	if resumed {
+		hs[1].Add(1)
+	} else {
+		hs[0].Add(1)
+	}
 }
 
 // Counters returns the current counters.
@@ -53,7 +72,11 @@ func (s *Server) Counters() Counters {
 		BytesUp:                 s.stats.bytesUp.Load(),
 		BytesDown:               s.stats.bytesDown.Load(),
 		Refusals:                map[string]uint64{},
+		ListenerResumed:         s.stats.listenerTLS[1].Load(),
+		RelayResumed:            s.stats.relayTLS[1].Load(),
 	}
+	c.ListenerHandshakes = s.stats.listenerTLS[0].Load() + c.ListenerResumed
+	c.RelayHandshakes = s.stats.relayTLS[0].Load() + c.RelayResumed
 	s.mu.Lock()
 	c.ConnectedClients = len(s.clients)
 	c.PolicyReloadErrors = s.reload.errors
@@ -237,6 +260,10 @@ func (s *Server) WriteMetrics(w io.Writer) {
 		vals[i] = float64(c.Refusals[k])
 	}
 	m.CounterVec("storegate_refusals_total", "Refused requests by reason.", "reason", keys, vals)
+	m.CounterVec("storegate_tls_listener_handshakes_total", "TLS handshakes completed on the TLS listener, by whether they resumed a session.", "resumed",
+		[]string{"false", "true"}, []float64{float64(c.ListenerHandshakes - c.ListenerResumed), float64(c.ListenerResumed)})
+	m.CounterVec("storegate_relay_tls_handshakes_total", "TLS handshakes completed with an https:// relay, by whether they resumed a session.", "resumed",
+		[]string{"false", "true"}, []float64{float64(c.RelayHandshakes - c.RelayResumed), float64(c.RelayResumed)})
 	snap := s.policy.Load()
 	s.mu.Lock()
 	r := s.reload

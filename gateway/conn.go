@@ -357,7 +357,9 @@ func (s *Server) tlsHandshake(cc *clientConn, snap *policy.Snapshot) error {
 			events.Str(events.KeyClient, cc.client.String()), events.Str(events.KeyError, err.Error()))
 		return err
 	}
-	if st := tc.ConnectionState(); len(st.PeerCertificates) > 0 {
+	st := tc.ConnectionState()
+	countHandshake(&s.stats.listenerTLS, st.DidResume)
+	if len(st.PeerCertificates) > 0 {
 		crt := st.PeerCertificates[0]
 		subj := snap.ClientSubjects()
 		seen := tlspeek.ClientCertOf(crt) // the same form the in-tunnel check compares

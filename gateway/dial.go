@@ -17,6 +17,10 @@ import (
 	"github.com/storegate/storegate/gateway/policy"
 )
 
+// relaySessions is how many TLS sessions with the relay are kept for
+// resumption; there is one relay, so a few cover every server name it has.
+const relaySessions = 4
+
 // relayTLSState is the client side of an https:// relay (a regional storegate).
 type relayTLSState struct {
 	cfg *tls.Config
@@ -29,7 +33,12 @@ func loadRelayTLS(snap *policy.Snapshot) (*relayTLSState, error) {
 		return nil, nil
 	}
 	host, _, _ := net.SplitHostPort(hostport) // validated: the address has a port
-	cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	// Tunnels to the relay resume the last TLS session, so a regional
+	// gateway does not sign and verify certificates for every tunnel of
+	// every store. The cache belongs to this configuration: after a reload
+	// (a new CA or certificate, perhaps) no session from before is resumed.
+	cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12,
+		ClientSessionCache: tls.NewLRUClientSessionCache(relaySessions)}
 	if r.CAFile != "" {
 		pool, err := loadPool(r.CAFile, "relay_proxy.ca_file")
 		if err != nil {
@@ -220,6 +229,7 @@ func (s *Server) dialRelay(ctx context.Context, snap *policy.Snapshot, host stri
 			}
 			return nil, via, &upstreamError{status: 502, what: what, err: err}
 		}
+		countHandshake(&s.stats.relayTLS, tc.ConnectionState().DidResume)
 		c = tc
 	}
 	if dl, ok := dctx.Deadline(); ok {

@@ -443,6 +443,7 @@ func TestAdminEndpoints(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	for _, name := range []string{"storegate_active_client_connections", "storegate_connected_clients", "storegate_errors_total",
 		"storegate_tunnels_total", `storegate_tunnel_bytes_total{direction="up"}`, `storegate_tunnel_bytes_total{direction="down"}`,
+		`storegate_tls_listener_handshakes_total{resumed="true"} 0`, `storegate_relay_tls_handshakes_total{resumed="false"} 0`,
 		"go_goroutines", "process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"} {
 		if !strings.Contains(string(b), name) {
 			t.Errorf("metrics lack %s", name)

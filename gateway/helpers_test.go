@@ -109,16 +109,7 @@ type testGW struct {
 // listen and admin keys are added).
 func startGW(t *testing.T, body string, mod func(*Config)) *testGW {
 	t.Helper()
-	yaml := "version: 1\nlisten_address: 127.0.0.1\nlisten_port: 1\nadmin_address: 127.0.0.1:1\n" + body
-	f, err := policy.Parse([]byte(yaml), "test.yaml")
-	if err != nil {
-		t.Fatalf("policy: %v\n%s", err, yaml)
-	}
-	f.ListenPort, f.AdminAddress = 0, "127.0.0.1:0" // any free ports; Parse refuses 0 on purpose
-	snap, err := policy.Compile(f, []byte(yaml), "test.yaml", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := testSnap(t, body)
 	rec := &recorder{}
 	cfg := Config{Version: "test", Events: rec}
 	if mod != nil {
@@ -134,6 +125,23 @@ func startGW(t *testing.T, body string, mod func(*Config)) *testGW {
 		srv.Shutdown(ctx)
 	})
 	return &testGW{srv: srv, rec: rec, addr: srv.Addr("proxy").String()}
+}
+
+// testSnap compiles a test policy: body after a header that listens on any
+// free loopback ports (applied again to the same gateway, it keeps them).
+func testSnap(t *testing.T, body string) *policy.Snapshot {
+	t.Helper()
+	yaml := "version: 1\nlisten_address: 127.0.0.1\nlisten_port: 1\nadmin_address: 127.0.0.1:1\n" + body
+	f, err := policy.Parse([]byte(yaml), "test.yaml")
+	if err != nil {
+		t.Fatalf("policy: %v\n%s", err, yaml)
+	}
+	f.ListenPort, f.AdminAddress = 0, "127.0.0.1:0" // any free ports; Parse refuses 0 on purpose
+	snap, err := policy.Compile(f, []byte(yaml), "test.yaml", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
 }
 
 // testPKI is a CA and a server certificate for the given names.

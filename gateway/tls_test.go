@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,15 +89,18 @@ func TestTLSInspectionDecisions(t *testing.T) {
 // certificates from pki's CA and allows the given subjects.
 func regionalGW(t *testing.T, pki *testPKI, upstreamPort int, subjects string) (*testGW, string) {
 	t.Helper()
-	tlsPort := freePort(t)
-	gw := startGW(t, fmt.Sprintf(`allowed_hosts: [cloud.example]
+	gw := startGW(t, regionalPolicy(pki, upstreamPort, freePort(t), subjects),
+		func(c *Config) { c.Resolver = mapResolver{"cloud.example": {"127.0.0.1"}} })
+	return gw, gw.srv.Addr("tls").String()
+}
+
+func regionalPolicy(pki *testPKI, upstreamPort, tlsPort int, subjects string) string {
+	return fmt.Sprintf(`allowed_hosts: [cloud.example]
 allowed_ports: [%d]
 allowed_networks: [127.0.0.1/32]
 allowed_client_certificates: [%s]
 tls_listener: {port: %d, cert_file: %q, key_file: %q, client_ca_file: %q}
-`, upstreamPort, subjects, tlsPort, pki.crtFile, pki.keyFile, pki.caFile),
-		func(c *Config) { c.Resolver = mapResolver{"cloud.example": {"127.0.0.1"}} })
-	return gw, gw.srv.Addr("tls").String()
+`, upstreamPort, subjects, tlsPort, pki.crtFile, pki.keyFile, pki.caFile)
 }
 
 func TestTLSListenerWithClientCertificates(t *testing.T) {
@@ -166,7 +170,7 @@ func TestTLSListenerWithClientCertificates(t *testing.T) {
 func TestStoreToRegionalOverMutualTLS(t *testing.T) {
 	pki := newPKI(t, "127.0.0.1", "cloud.example")
 	upstream := tlsUpstream(t, pki, "terminal -> store -> regional -> cloud")
-	_, tlsAddr := regionalGW(t, pki, upstream, `"CN=store-0001,O=Contoso"`)
+	regional, tlsAddr := regionalGW(t, pki, upstream, `"CN=store-0001,O=Contoso"`)
 	_, crt, key := pki.issue(t, pkix.Name{CommonName: "store-0001", Organization: []string{"Contoso"}}, nil, true)
 	_, badCrt, badKey := pki.issue(t, pkix.Name{CommonName: "store-9999", Organization: []string{"Contoso"}}, nil, true)
 
@@ -179,6 +183,19 @@ func TestStoreToRegionalOverMutualTLS(t *testing.T) {
 		t.Fatalf("body %q", b)
 	}
 
+	// The next tunnels resume the store's TLS session with the regional
+	// gateway: no certificate is signed or verified again.
+	for range 2 {
+		if b := getVia(t, store.addr, pki.pool, fmt.Sprintf("https://cloud.example:%d/", upstream)); b != "terminal -> store -> regional -> cloud" {
+			t.Fatalf("body %q", b)
+		}
+	}
+	sc, rc := store.srv.Counters(), regional.srv.Counters()
+	if sc.RelayHandshakes != 3 || sc.RelayResumed != 2 || rc.ListenerHandshakes != 3 || rc.ListenerResumed != 2 {
+		t.Fatalf("handshakes: store %d (%d resumed), regional %d (%d resumed); want 3 (2) each",
+			sc.RelayHandshakes, sc.RelayResumed, rc.ListenerHandshakes, rc.ListenerResumed)
+	}
+
 	// A store whose certificate the regional gateway does not accept.
 	intruder := startGW(t, storePolicy(badCrt, badKey), func(c *Config) { c.Resolver = mapResolver{} })
 	_, _, status := rawConnect(t, intruder.addr, fmt.Sprintf("CONNECT cloud.example:%d HTTP/1.1\r\n\r\n", upstream))
@@ -186,6 +203,21 @@ func TestStoreToRegionalOverMutualTLS(t *testing.T) {
 		t.Fatalf("store with a refused certificate: %q", status)
 	}
 	intruder.rec.waitFor(t, events.NetworkError, nil)
+
+	// A reload that stops accepting the store ends its sessions too: it
+	// cannot resume one from before, and its certificate is checked again.
+	_, port, _ := net.SplitHostPort(tlsAddr)
+	tlsPort, _ := strconv.Atoi(port)
+	if err := regional.srv.Apply(testSnap(t, regionalPolicy(pki, upstream, tlsPort, `"CN=store-0002,O=Contoso"`))); err != nil {
+		t.Fatal(err)
+	}
+	_, _, status = rawConnect(t, store.addr, fmt.Sprintf("CONNECT cloud.example:%d HTTP/1.1\r\n\r\n", upstream))
+	if status != "HTTP/1.1 502 Bad Gateway" {
+		t.Fatalf("store no longer allowed, after a reload: %q", status)
+	}
+	if rc := regional.srv.Counters(); rc.ListenerResumed != 2 {
+		t.Fatalf("a session from before the reload was resumed (%d resumed)", rc.ListenerResumed)
+	}
 }
 
 func TestOpenSSLThroughProxy(t *testing.T) {
