@@ -19,11 +19,19 @@ import (
 	"github.com/storegate/storegate/gateway/spool/queue"
 )
 
+// receiverSessions is how many TLS sessions with receivers are kept, so a
+// connection made again (after the idle timeout, an outage, a reset) resumes
+// rather than verifying the receiver's chain anew.
+const receiverSessions = 32
+
 func newClient(opts Options, roots *x509.CertPool) *http.Client {
 	tr := &http.Transport{
-		Proxy:                 nil, // never from the environment: Dial is the gateway's path
-		DialContext:           opts.Dial,
-		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		Proxy:       nil, // never from the environment: Dial is the gateway's path
+		DialContext: opts.Dial,
+		// The session cache belongs to this client, which a change of
+		// roots replaces: no session verified under old roots resumes.
+		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12,
+			ClientSessionCache: tls.NewLRUClientSessionCache(receiverSessions)},
 		ForceAttemptHTTP2:     true,
 		TLSHandshakeTimeout:   min(10*time.Second, opts.AttemptTimeout),
 		ResponseHeaderTimeout: opts.AttemptTimeout,

@@ -62,6 +62,7 @@ func poolFromPEM(t testing.TB, p []byte) *x509.CertPool {
 type receipt struct {
 	Path, Key, Body string
 	Header          http.Header
+	Resumed         bool // the request came on a resumed TLS session
 }
 
 // Receiver modes.
@@ -135,7 +136,8 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	if code/100 == 2 {
 		r.mu.Lock()
-		r.got = append(r.got, receipt{Path: req.URL.Path, Key: req.Header.Get("Idempotency-Key"), Body: string(body), Header: req.Header.Clone()})
+		r.got = append(r.got, receipt{Path: req.URL.Path, Key: req.Header.Get("Idempotency-Key"), Body: string(body), Header: req.Header.Clone(),
+			Resumed: req.TLS != nil && req.TLS.DidResume})
 		r.mu.Unlock()
 	}
 	for k, vs := range h {
