@@ -340,7 +340,7 @@ func (s *Server) serverHandshake(cc *clientConn, timeout time.Duration) (*tls.Co
 	if cfg == nil {
 		return nil, errors.New("no TLS configuration")
 	}
-	tc := tls.Server(cc.c, cfg)
+	tc := tls.Server(newBatchConn(cc.c), cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return tc, tc.HandshakeContext(ctx)

@@ -66,7 +66,7 @@ func copyAdaptive(dst io.Writer, src io.Reader) (written int64, err error) {
 		}
 		n, rerr := src.Read(buf)
 		if n > 0 {
-			m, werr := dst.Write(buf[:n])
+			m, werr := writeChunk(dst, buf[:n])
 			written += int64(m)
 			if werr != nil {
 				return written, werr

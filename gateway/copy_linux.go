@@ -22,7 +22,7 @@ func copyByPoller(dst io.Writer, src net.Conn) (n int64, err error, ok bool) {
 			return n, err, true
 		}
 	case *tls.Conn:
-		if tcp, isTCP := c.NetConn().(*net.TCPConn); isTCP {
+		if tcp, isTCP := tcpOf(c); isTCP {
 			if raw, err := tcp.SyscallConn(); err == nil {
 				n, err := copyFromTLS(dst, c, raw)
 				return n, err, true
@@ -50,7 +50,7 @@ func copyFromTLS(dst io.Writer, src *tls.Conn, raw syscall.RawConn) (written int
 		n, rerr := src.Read(buf) // bytes (or EOF) are there: this returns promptly
 		for {
 			if n > 0 {
-				m, werr := dst.Write(buf[:n])
+				m, werr := writeChunk(dst, buf[:n])
 				written += int64(m)
 				if werr == nil && m != n {
 					werr = io.ErrShortWrite
@@ -143,7 +143,7 @@ func copyFromSocket(dst io.Writer, raw syscall.RawConn) (written int64, err erro
 		case n == 0:
 			return written, nil // EOF
 		}
-		m, werr := dst.Write((*bp)[:n])
+		m, werr := writeChunk(dst, (*bp)[:n])
 		written += int64(m)
 		if werr == nil && m != n {
 			werr = io.ErrShortWrite

@@ -219,7 +219,7 @@ func (s *Server) dialRelay(ctx context.Context, snap *policy.Snapshot, host stri
 			raw.Close()
 			return nil, via, dialFailure(errors.New("relay TLS is not configured"))
 		}
-		tc := tls.Client(raw, st.cfg)
+		tc := tls.Client(newBatchConn(raw), st.cfg)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			raw.Close()
 			var ce *tls.CertificateVerificationError

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"crypto/tls"
 	"net"
 	"time"
 
@@ -17,10 +16,7 @@ const tcpKeepAlive = -1
 // data, from the kernel's TCP_INFO. Reading it needs no per-tunnel timer and
 // no wrapper around the connection, so the splice path stays intact.
 func idleFor(c net.Conn) (time.Duration, bool) {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	tcp, ok := c.(*net.TCPConn)
+	tcp, ok := tcpOf(c)
 	if !ok {
 		return 0, false
 	}

@@ -488,9 +488,9 @@ func TestIdleTLSTunnelsHoldNoLargeBuffer(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for largeInUse.Load() != before {
+	for largeInUse.Load() != before || gatherInUse.Load() != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("4 idle tunnels hold %d large buffers", largeInUse.Load()-before)
+			t.Fatalf("4 idle tunnels hold %d large buffers and %d gather buffers", largeInUse.Load()-before, gatherInUse.Load())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
