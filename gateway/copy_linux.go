@@ -38,8 +38,10 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // copyFromTLS waits for bytes on the socket under src holding no buffer,
 // then reads what is at hand with a pooled one and gives it back. The TLS
-// connection may hold decrypted or undecrypted bytes of its own: a read with
-// a passed deadline takes those before the buffer goes back.
+// connection may hold decrypted or undecrypted bytes of its own: reads with
+// a passed deadline take those before the buffer goes back. A read returns
+// one record (16 KiB at most), so those reads also fill the buffer before
+// it is written: a stream reaches dst in 32 KiB writes, not one per record.
 func copyFromTLS(dst io.Writer, src *tls.Conn, raw syscall.RawConn) (written int64, err error) {
 	for {
 		if err := waitReadable(raw); err != nil {
@@ -49,6 +51,17 @@ func copyFromTLS(dst io.Writer, src *tls.Conn, raw syscall.RawConn) (written int
 		buf := *bp
 		n, rerr := src.Read(buf) // bytes (or EOF) are there: this returns promptly
 		for {
+			held := rerr == nil // the TLS connection may hold more
+			for held && n < len(buf) {
+				m, err := readHeld(src, buf[n:])
+				n += m
+				switch {
+				case errors.Is(err, os.ErrDeadlineExceeded) || (err == nil && m == 0):
+					held = false
+				case err != nil:
+					rerr, held = err, false
+				}
+			}
 			if n > 0 {
 				m, werr := writeChunk(dst, buf[:n])
 				written += int64(m)
@@ -59,19 +72,10 @@ func copyFromTLS(dst io.Writer, src *tls.Conn, raw syscall.RawConn) (written int
 					putLarge(bp)
 					return written, werr
 				}
+				n = 0
 			}
-			if rerr != nil {
+			if !held {
 				break
-			}
-			// Whatever the TLS connection already holds, without waiting.
-			_ = src.SetReadDeadline(aLongTimeAgo)
-			n, rerr = src.Read(buf)
-			_ = src.SetReadDeadline(time.Time{})
-			if errors.Is(rerr, os.ErrDeadlineExceeded) {
-				rerr = nil
-				if n == 0 {
-					break
-				}
 			}
 		}
 		putLarge(bp)
@@ -82,6 +86,14 @@ func copyFromTLS(dst io.Writer, src *tls.Conn, raw syscall.RawConn) (written int
 			return written, rerr
 		}
 	}
+}
+
+// readHeld reads only what src already holds, without waiting for its socket.
+func readHeld(src *tls.Conn, p []byte) (int, error) {
+	_ = src.SetReadDeadline(aLongTimeAgo)
+	n, err := src.Read(p)
+	_ = src.SetReadDeadline(time.Time{})
+	return n, err
 }
 
 // waitReadable returns once raw's socket has bytes, EOF or an error to
