@@ -12,49 +12,62 @@ import (
 // TLS listener, a TLS relay). crypto/tls writes every record to its
 // connection with a system call of its own: a 32 KiB chunk is two records,
 // and in a connection's first 128 KB, while Go grows records from one TCP
-// segment's worth, up to a dozen. writeChunk has it gather the records of one
-// chunk and send them with one call. At any other time (the handshake,
-// alerts, close_notify) a write goes straight through.
+// segment's worth, up to seven. writeChunk has it gather the records of one
+// chunk and send them with one call.
+//
+// A write that comes while a chunk is gathered or sent (an alert or
+// close_notify from tls.Conn.Close, a reply crypto/tls makes from the reading
+// goroutine) is gathered behind it and never waits: Close must not wait for a
+// peer that has stopped reading, as it does not while a tls.Conn.Write is in
+// flight. At any other time a write goes straight through.
 type batchConn struct {
 	net.Conn
 
 	mu     sync.Mutex
-	gather *[]byte // pooled; set only while a chunk is written
+	gather *[]byte // pooled; set only while a chunk is gathered or sent
 }
 
 func newBatchConn(c net.Conn) *batchConn { return &batchConn{Conn: c} }
 
 func (b *batchConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.gather != nil {
 		*b.gather = append(*b.gather, p...)
+		b.mu.Unlock()
 		return len(p), nil
 	}
+	b.mu.Unlock()
+	// Nothing is gathered, so nothing can be sent ahead of this: crypto/tls
+	// makes its writes one at a time, and a chunk's records come after this
+	// write has returned.
 	return b.Conn.Write(p)
 }
 
 func (b *batchConn) start() {
 	b.mu.Lock()
-	g := getGather()
-	*g = (*g)[:0]
-	b.gather = g
+	b.gather = getGather()
 	b.mu.Unlock()
 }
 
-// flush sends what was gathered since start, in order with any write that
-// crypto/tls made meanwhile from another goroutine (it serialises its own).
+// flush sends what was gathered since start, then what was gathered while
+// that was sent, until nothing is left; then writes go straight through
+// again. After an error, what is left is dropped: the connection is done.
 func (b *batchConn) flush() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	g := b.gather
-	b.gather = nil
 	var err error
-	if len(*g) > 0 {
+	for {
+		b.mu.Lock()
+		g := b.gather
+		if len(*g) == 0 || err != nil {
+			b.gather = nil
+			b.mu.Unlock()
+			putGather(g)
+			return err
+		}
+		b.gather = getGather()
+		b.mu.Unlock()
 		_, err = b.Conn.Write(*g)
+		putGather(g)
 	}
-	putGather(g)
-	return err
 }
 
 // gatherBytes holds a 32 KiB chunk's records with their headers and tags
@@ -69,7 +82,9 @@ var gatherInUse atomic.Int64
 
 func getGather() *[]byte {
 	gatherInUse.Add(1)
-	return gatherBufs.Get().(*[]byte)
+	g := gatherBufs.Get().(*[]byte)
+	*g = (*g)[:0]
+	return g
 }
 
 func putGather(b *[]byte) {

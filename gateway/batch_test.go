@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // countingConn counts the writes that reach the socket.
@@ -78,5 +79,74 @@ func TestWriteChunkGathersRecords(t *testing.T) {
 	tc.Close()
 	if n := gatherInUse.Load(); n != 0 {
 		t.Fatalf("%d gather buffers still held", n)
+	}
+}
+
+// TestCloseDoesNotWaitForABlockedChunk: when the peer stops reading, a
+// chunk's write blocks on the full socket. Closing the TLS connection then
+// (a shutdown, a reload, the idle sweep) must not wait for it: its
+// close_notify is gathered behind the chunk and the socket is closed, which
+// ends the blocked write. Gathered writes that waited would hold Close for
+// crypto/tls's 5 s close_notify deadline, with the gateway's lock held.
+func TestCloseDoesNotWaitForABlockedChunk(t *testing.T) {
+	pki := newPKI(t, "127.0.0.1")
+	ln := loopback(t)
+	release := make(chan struct{})
+	defer close(release)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{pki.cert}})
+		_ = tc.Handshake()
+		<-release // reads nothing more
+		c.Close()
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := tls.Client(newBatchConn(raw), &tls.Config{RootCAs: pki.pool, ServerName: "127.0.0.1"})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	var chunks atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, largeCopyBytes)
+		for range 100000 { // 3 GiB at most: the socket fills long before
+			if _, err := writeChunk(tc, chunk); err != nil {
+				done <- err
+				return
+			}
+			chunks.Add(1)
+		}
+		done <- nil
+	}()
+	// Wait until the writes stop moving: the chunk in flight is blocked.
+	last := int64(-1)
+	for i := 0; i < 200 && chunks.Load() != last; i++ {
+		last = chunks.Load()
+		time.Sleep(50 * time.Millisecond)
+	}
+	if chunks.Load() != last {
+		t.Fatal("writes to a peer that reads nothing never blocked")
+	}
+	start := time.Now()
+	tc.Close()
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Errorf("Close took %s with a chunk blocked: it waited for the chunk", d)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("the blocked chunk's write succeeded after Close")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the blocked chunk's write did not end after Close")
+	}
+	if n := gatherInUse.Load(); n != 0 {
+		t.Errorf("%d gather buffers still held", n)
 	}
 }
