@@ -23,15 +23,19 @@ import (
 type batchConn struct {
 	net.Conn
 
-	mu     sync.Mutex
-	gather *[]byte // pooled; set only while a chunk is gathered or sent
+	mu       sync.Mutex
+	batching bool    // a chunk is gathered or sent: writes join it
+	gather   *[]byte // pooled; what waits to be sent, nil until a write comes
 }
 
 func newBatchConn(c net.Conn) *batchConn { return &batchConn{Conn: c} }
 
 func (b *batchConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
-	if b.gather != nil {
+	if b.batching {
+		if b.gather == nil {
+			b.gather = getGather()
+		}
 		*b.gather = append(*b.gather, p...)
 		b.mu.Unlock()
 		return len(p), nil
@@ -45,25 +49,28 @@ func (b *batchConn) Write(p []byte) (int, error) {
 
 func (b *batchConn) start() {
 	b.mu.Lock()
-	b.gather = getGather()
+	b.batching = true
 	b.mu.Unlock()
 }
 
 // flush sends what was gathered since start, then what was gathered while
-// that was sent, until nothing is left; then writes go straight through
-// again. After an error, what is left is dropped: the connection is done.
+// that was sent (rarely anything: a buffer is taken only when a write comes),
+// until nothing is left; then writes go straight through again. After an
+// error, what is left is dropped: the connection is done.
 func (b *batchConn) flush() error {
 	var err error
 	for {
 		b.mu.Lock()
 		g := b.gather
-		if len(*g) == 0 || err != nil {
-			b.gather = nil
+		b.gather = nil
+		if g == nil || err != nil {
+			b.batching = false
 			b.mu.Unlock()
-			putGather(g)
+			if g != nil {
+				putGather(g)
+			}
 			return err
 		}
-		b.gather = getGather()
 		b.mu.Unlock()
 		_, err = b.Conn.Write(*g)
 		putGather(g)
