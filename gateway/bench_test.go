@@ -144,13 +144,18 @@ func dialVia(b *testing.B, proxy string, port int) net.Conn {
 	if err != nil {
 		b.Fatal(err)
 	}
+	connectOn(b, c, target)
+	return c
+}
+
+// connectOn asks storegate at the other end of c for a tunnel to target.
+func connectOn(b *testing.B, c net.Conn, target string) {
 	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\n\r\n", target)
 	// Read exactly the 39-byte answer so no tunnel byte is buffered.
 	resp := make([]byte, len("HTTP/1.1 200 Connection established\r\n\r\n"))
 	if _, err := io.ReadFull(c, resp); err != nil || !strings.HasPrefix(string(resp), "HTTP/1.1 200") {
 		b.Fatalf("CONNECT: %q %v", resp, err)
 	}
-	return c
 }
 
 // moveChunks reads (down) or writes (up) b.N chunks of 1 MiB on c, timed.
@@ -227,11 +232,7 @@ func BenchmarkTLSListenerThroughput(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					fmt.Fprintf(tc, "CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", port)
-					resp := make([]byte, len("HTTP/1.1 200 Connection established\r\n\r\n"))
-					if _, err := io.ReadFull(tc, resp); err != nil || !strings.HasPrefix(string(resp), "HTTP/1.1 200") {
-						b.Fatalf("CONNECT: %q %v", resp, err)
-					}
+					connectOn(b, tc, fmt.Sprintf("127.0.0.1:%d", port))
 					c = tc
 				}
 				defer c.Close()
