@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -471,44 +470,13 @@ func TestIdleTunnelIsClosed(t *testing.T) {
 // TestBulkIntegrity moves 24 MiB each way at once through one tunnel and
 // checks every byte: the splice loop must neither lose, reorder nor duplicate.
 func TestBulkIntegrity(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	const size = 24 << 20
 	up, down := randomBytes(size, 1), randomBytes(size, 2)
-	serverGot := make(chan []byte, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		go func() { c.Write(down); c.(*net.TCPConn).CloseWrite() }()
-		b, _ := io.ReadAll(c)
-		serverGot <- b
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port, peerGot := bulkPeer(t, down)
 	gw := startGW(t, fmt.Sprintf("allowed_hosts: [127.0.0.1]\nallowed_ports: [%d]\ntls: {inspect: false}\n", port), nil)
 	c, br := openTunnel(t, gw.addr, fmt.Sprintf("127.0.0.1:%d", port))
 	c.SetDeadline(time.Now().Add(60 * time.Second))
-	go func() { c.Write(up); c.(*net.TCPConn).CloseWrite() }()
-	got, err := io.ReadAll(br)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, down) {
-		t.Fatalf("downstream: %d bytes, equal=%v", len(got), bytes.Equal(got, down))
-	}
-	select {
-	case b := <-serverGot:
-		if !bytes.Equal(b, up) {
-			t.Fatalf("upstream: %d bytes, equal=false", len(b))
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("upstream did not finish")
-	}
+	sendBothWays(t, c, br, up, down, peerGot)
 	e := gw.rec.waitFor(t, events.ConnectReceived, nil)
 	if e.fields[events.KeyBytesUp] != strconv.Itoa(size) || e.fields[events.KeyBytesDown] != strconv.Itoa(size) {
 		t.Fatalf("summary counts %v", e.fields)

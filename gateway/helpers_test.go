@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -291,6 +292,44 @@ func serve(tb testing.TB, ln net.Listener, handle func(net.Conn)) int {
 		}
 	}()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// bulkPeer is an upstream that writes down and half-closes while it reads
+// to EOF; what it read comes on got.
+func bulkPeer(t testing.TB, down []byte) (port int, got <-chan []byte) {
+	t.Helper()
+	ch := make(chan []byte, 1)
+	port = serve(t, loopback(t), func(c net.Conn) {
+		defer c.Close()
+		wrote := make(chan struct{})
+		go func() { c.Write(down); c.(*net.TCPConn).CloseWrite(); close(wrote) }()
+		b, _ := io.ReadAll(c)
+		ch <- b
+		<-wrote
+	})
+	return port, ch
+}
+
+// sendBothWays writes up on c and half-closes it (close_notify on TLS)
+// while it reads r to EOF, and wants down from r and up at the peer.
+func sendBothWays(t *testing.T, c net.Conn, r io.Reader, up, down []byte, peerGot <-chan []byte) {
+	t.Helper()
+	go func() { c.Write(up); closeWrite(c) }()
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, down) {
+		t.Fatalf("downstream: %d bytes, equal=false", len(got))
+	}
+	select {
+	case b := <-peerGot:
+		if !bytes.Equal(b, up) {
+			t.Fatalf("upstream: %d bytes, equal=false", len(b))
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("upstream did not finish")
+	}
 }
 
 // echoServer echoes what it reads; after the client half-closes it writes

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -446,30 +445,10 @@ tls_listener: {port: %d, cert_file: %q, key_file: %q, client_ca_file: %q}
 // and that TLS close_notify and TCP half-close pass through.
 func TestTLSListenerBulkIntegrity(t *testing.T) {
 	up, down := randomBytes(8<<20, 1), randomBytes(8<<20, 2)
-	serverGot := make(chan []byte, 1)
-	port := serve(t, loopback(t), func(c net.Conn) {
-		go func() { c.Write(down); c.(*net.TCPConn).CloseWrite() }()
-		b, _ := io.ReadAll(c)
-		serverGot <- b
-	})
+	port, peerGot := bulkPeer(t, down)
 	_, dial := tlsListenerGW(t, port)
 	c := dial()
-	go func() { c.Write(up); c.CloseWrite() }()
-	got, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, down) {
-		t.Fatalf("downstream: %d bytes, equal=false", len(got))
-	}
-	select {
-	case b := <-serverGot:
-		if !bytes.Equal(b, up) {
-			t.Fatalf("upstream: %d bytes, equal=false", len(b))
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("upstream did not finish")
-	}
+	sendBothWays(t, c, c, up, down, peerGot)
 }
 
 // TestIdleTLSTunnelsHoldNoLargeBuffer: after a burst each way, tunnels on the
