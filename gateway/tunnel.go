@@ -29,9 +29,9 @@ type tunnel struct {
 // splice(2) through a kernel pipe held only while bytes are in flight, so
 // nothing is copied through user space, nothing is allocated per byte, and an
 // idle tunnel holds no pipe (see splice_linux.go). That is why nothing wraps
-// the connections. Elsewhere it is copyBuffered (copy.go). A direction that reaches EOF
-// half-closes its peer, so TCP half-close passes through both ways; an error
-// in either ends the tunnel.
+// the connections. Elsewhere it is copyBuffered (copy.go). A direction that
+// reaches EOF half-closes its peer, so TCP half-close passes through both
+// ways; an error in either ends the tunnel.
 //
 // Both directions run on fresh goroutines and the connection's goroutine
 // returns: its stack grew while it parsed, resolved and dialled, and an idle
